@@ -1,0 +1,101 @@
+# clua - build, test and install.
+#
+#   make                     build clua.so (Lua $(LUA_VERSION)) and watchoutput
+#   make check               install build deps (Debian), run the whole suite
+#   make test LUA_VERSION=5.4   the unit specs under one Lua
+#   make install PREFIX=/usr/local DESTDIR=
+#
+# LUA_VERSION is 5.1, 5.2, 5.3, 5.4 or jit (LuaJIT).
+
+LUA_VERSION ?= 5.3
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+
+ifeq ($(LUA_VERSION),jit)
+LUA_PC      := luajit
+LUA         := luajit
+LUA_ABI     := 5.1
+else
+LUA_PC      := lua$(LUA_VERSION)
+LUA         := lua$(LUA_VERSION)
+LUA_ABI     := $(LUA_VERSION)
+endif
+
+PKG_CONFIG  ?= pkg-config
+CC          ?= cc
+LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
+SD_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
+SD_LIBS     := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
+
+# SANITIZE=asan builds with AddressSanitizer + UndefinedBehaviorSanitizer.
+SANITIZE    ?=
+OPTFLAGS    ?= -O2 -g
+WARNFLAGS   := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifeq ($(SANITIZE),asan)
+SANFLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+BUILD       := build/$(LUA_PC)-asan
+else
+SANFLAGS    :=
+BUILD       := build/$(LUA_PC)
+endif
+
+ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+
+# Every clua/*.c but the command-line tool goes into the module.
+TOOL_SRCS    := clua/watchoutput.c
+MODULE_SRCS  := $(filter-out $(TOOL_SRCS),$(wildcard clua/*.c))
+MODULE_OBJS  := $(MODULE_SRCS:clua/%.c=$(BUILD)/%.o)
+HEADERS      := $(wildcard clua/*.h)
+
+LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
+
+.PHONY: all module testkit tools print-build check test deps install uninstall clean
+
+all: module
+
+module: $(BUILD)/clua.so
+
+# Test scaffolding (spec/support/testkit.c): built beside clua.so, never
+# installed.
+testkit: $(BUILD)/testkit.so
+
+$(BUILD)/testkit.so: spec/support/testkit.c $(BUILD)/util.o $(BUILD)/compat.o $(HEADERS)
+	$(CC) -shared $(ALL_CFLAGS) $(LUA_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/util.o $(BUILD)/compat.o
+
+$(BUILD)/%.o: clua/%.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(SD_CFLAGS) -c -o $@ $<
+
+$(BUILD)/clua.so: $(MODULE_OBJS)
+	$(CC) -shared $(ALL_LDFLAGS) -o $@ $(MODULE_OBJS) $(SD_LIBS) -lpthread
+
+# The unit specs under one Lua (make test LUA_VERSION=5.4 SANITIZE=asan).
+test: module testkit
+	spec/support/run-busted $(LUA) $(BUILD) --exclude-tags=integration,load
+
+# The folder this configuration builds into, for scripts.
+print-build:
+	@echo $(BUILD)
+
+# watchoutput, the command-line tool (see clua/watchoutput.c).
+tools:
+
+deps:
+	@sh .ci/deps
+
+check: deps
+	@spec/support/check
+
+install: module
+	install -d $(DESTDIR)$(LUA_LIBDIR) $(DESTDIR)$(LUA_SHAREDIR)/clua
+	install -m 755 $(BUILD)/clua.so $(DESTDIR)$(LUA_LIBDIR)/clua.so
+	install -m 644 lua/clua/*.lua $(DESTDIR)$(LUA_SHAREDIR)/clua/
+
+uninstall:
+	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so
+	rm -rf $(DESTDIR)$(LUA_SHAREDIR)/clua
+
+clean:
+	rm -rf build

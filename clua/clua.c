@@ -1,0 +1,16 @@
+/*
+ * clua.c - the module entry point: one flat `clua` table holding every
+ * concern's functions, as the contract in design.md spells them.
+ */
+#include "clua.h"
+
+int luaopen_clua(lua_State *L);
+
+int luaopen_clua(lua_State *L)
+{
+	lua_newtable(L);
+	clua_open_process(L);
+	lua_pushliteral(L, CLUA_VERSION);
+	lua_setfield(L, -2, "_VERSION");
+	return 1;
+}

@@ -1,0 +1,51 @@
+/*
+ * util.h - the argument checks and error shape every clua binding shares.
+ *
+ * Conventions (see design.md):
+ *  - a wrong argument is a Lua error naming the function and the argument,
+ *    raised through luaL_argerror, so Lua fills in "bad argument #N to 'f'";
+ *  - a failing system call returns nil, strerror(errno), errno.
+ * Types are checked strictly: no string-to-number coercion, no number where
+ * a boolean is expected, no float where an integer is expected.
+ */
+#ifndef CLUA_UTIL_H
+#define CLUA_UTIL_H
+
+#include "compat.h"
+
+/* Raises "bad argument #arg to 'f' (<expected> expected, got <type>)". */
+int clua_typeerror(lua_State *L, int arg, const char *expected);
+
+/* Raises an argument error unless at most maxargs arguments were passed. */
+void clua_checknargs(lua_State *L, int maxargs);
+
+int clua_checkboolean(lua_State *L, int arg);
+int clua_optboolean(lua_State *L, int arg, int def);
+
+/* A number with an integral value in [min, max]; NaN, inf, fractions and
+ * strings are argument errors. */
+lua_Integer clua_checkinteger(lua_State *L, int arg, lua_Integer min,
+			      lua_Integer max);
+lua_Integer clua_optinteger(lua_State *L, int arg, lua_Integer min,
+			    lua_Integer max, lua_Integer def);
+
+/* A finite number in [min, max]; with min_open, min itself is refused. */
+double clua_checknumber(lua_State *L, int arg, double min, int min_open,
+			double max);
+double clua_optnumber(lua_State *L, int arg, double min, int min_open,
+		      double max, double def);
+
+/* Pushes nil, "what: strerror(err)" (or just strerror when what is NULL),
+ * err; returns 3 for use as `return clua_pusherror(L, "read", errno);`. */
+int clua_pusherror(lua_State *L, const char *what, int err);
+
+/* Registers a userdata type: a metatable named tname holding meta (which
+ * should hold __gc and friends) plus __index = methods and __name. Leaves
+ * nothing on the stack. */
+void clua_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
+		   const luaL_Reg *meta);
+
+/* Sets t[name] = f for each entry of funcs, t being the table at the top. */
+#define clua_register(L, funcs) luaL_setfuncs(L, funcs, 0)
+
+#endif

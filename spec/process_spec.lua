@@ -1,0 +1,11 @@
+local clua = require("clua")
+
+describe("clua.setsubreap", function()
+  it("turns the subreaper flag on and off", function()
+    assert.is_true(clua.setsubreap(true))
+    assert.is_true(clua.getsubreap())
+    assert.is_true(clua.setsubreap(false))
+    assert.is_false(clua.getsubreap())
+  end)
+  it("skip demo", function() pending("needs a thing we lack") end)
+end)

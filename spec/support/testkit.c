@@ -1,0 +1,169 @@
+/*
+ * testkit.c - what the specs need from the system that plain Lua cannot do:
+ * children that exit or die in a known way, orphans, clock steps.
+ * Test scaffolding only; never installed.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../clua/util.h"
+
+int luaopen_testkit(lua_State *L);
+
+static void sleep_seconds(double s)
+{
+	struct timespec ts;
+
+	if (s <= 0)
+		return;
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* spawn(how, value, delay): a child that sleeps delay seconds then either
+ * _exit(value) (how "exit") or raises signal value (how "signal", with core
+ * dumps allowed when value dumps core). Returns its pid. */
+static int l_spawn(lua_State *L)
+{
+	const char *how = luaL_checkstring(L, 1);
+	int value = (int)luaL_checkinteger(L, 2);
+	double delay = luaL_optnumber(L, 3, 0);
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return clua_pusherror(L, "fork", errno);
+	if (pid == 0) {
+		sleep_seconds(delay);
+		if (strcmp(how, "signal") == 0) {
+			struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+			setrlimit(RLIMIT_CORE, &unlimited);
+			signal(value, SIG_DFL);
+			raise(value);
+		}
+		_exit(value);
+	}
+	lua_pushinteger(L, pid);
+	return 1;
+}
+
+/* orphans(n, lifetime): forks a child that forks n grandchildren, each
+ * living `lifetime` seconds, then exits at once, so the grandchildren are
+ * orphaned. Reaps that middle child; returns how many grandchildren it
+ * managed to create (fork may fail under a pids limit). */
+static int l_orphans(lua_State *L)
+{
+	int n = (int)luaL_checkinteger(L, 1);
+	double lifetime = luaL_optnumber(L, 2, 0);
+	int fds[2], created = 0, status;
+	pid_t mid;
+
+	if (pipe(fds) != 0)
+		return clua_pusherror(L, "pipe", errno);
+	mid = fork();
+	if (mid < 0)
+		return clua_pusherror(L, "fork", errno);
+	if (mid == 0) {
+		int i;
+		close(fds[0]);
+		for (i = 0; i < n; i++) {
+			pid_t p = fork();
+			if (p == 0) {
+				close(fds[1]);
+				sleep_seconds(lifetime);
+				_exit(0);
+			}
+			if (p > 0)
+				created++;
+		}
+		if (write(fds[1], &created, sizeof created) != sizeof created)
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	if (read(fds[0], &created, sizeof created) != sizeof created)
+		created = -1;
+	close(fds[0]);
+	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+		;
+	lua_pushinteger(L, created);
+	return 1;
+}
+
+static int l_kill(lua_State *L)
+{
+	if (kill((pid_t)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)))
+		return clua_pusherror(L, "kill", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* clock_step(delta): sets CLOCK_REALTIME to itself plus delta seconds
+ * (0: to its own value, which fires CANCEL_ON_SET timers and moves nothing).
+ * Returns true, or nil, msg, errno (EPERM without CAP_SYS_TIME). */
+static int l_clock_step(lua_State *L)
+{
+	double delta = luaL_optnumber(L, 1, 0);
+	struct timespec now;
+	long long ns;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec +
+	     (long long)(delta * 1e9);
+	now.tv_sec = (time_t)(ns / 1000000000LL);
+	now.tv_nsec = (long)(ns % 1000000000LL);
+	if (clock_settime(CLOCK_REALTIME, &now) != 0)
+		return clua_pusherror(L, "clock_settime", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* now(clock): "realtime", "monotonic" or "boottime", as float seconds. */
+static int l_now(lua_State *L)
+{
+	static const char *const names[] = {"realtime", "monotonic",
+					    "boottime", NULL};
+	static const clockid_t ids[] = {CLOCK_REALTIME, CLOCK_MONOTONIC,
+					CLOCK_BOOTTIME};
+	struct timespec ts;
+
+	clock_gettime(ids[luaL_checkoption(L, 1, "monotonic", names)], &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+	sleep_seconds(luaL_checknumber(L, 1));
+	return 0;
+}
+
+static int l_getpid(lua_State *L)
+{
+	lua_pushinteger(L, getpid());
+	return 1;
+}
+
+static const luaL_Reg testkit_funcs[] = {
+	{"spawn", l_spawn},
+	{"orphans", l_orphans},
+	{"kill", l_kill},
+	{"clock_step", l_clock_step},
+	{"now", l_now},
+	{"sleep", l_sleep},
+	{"getpid", l_getpid},
+	{NULL, NULL}
+};
+
+int luaopen_testkit(lua_State *L)
+{
+	luaL_newlib(L, testkit_funcs);
+	return 1;
+}
