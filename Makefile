@@ -39,7 +39,7 @@ SANFLAGS    :=
 BUILD       := build/$(LUA_PC)
 endif
 
-ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
+ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 
 # Every clua/*.c but the command-line tool goes into the module.

@@ -4,7 +4,7 @@
  */
 #include "clua.h"
 
-int luaopen_clua(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_clua(lua_State *L);
 
 int luaopen_clua(lua_State *L)
 {

@@ -14,7 +14,7 @@
 
 #include "../../clua/util.h"
 
-int luaopen_testkit(lua_State *L);
+__attribute__((visibility("default"))) int luaopen_testkit(lua_State *L);
 
 static void sleep_seconds(double s)
 {
