@@ -10,13 +10,13 @@
 --    local ok, why = systemd.available()        -- false, reason when not root
 --    local mgr = assert(systemd.start())
 --    mgr:install_unit("t.service", "[Service]\nExecStart=/bin/sleep 100\n")
---    mgr:start("t.service")                     -- does not wait
+--    mgr:start("t.service")                -- does not wait
 --    assert(mgr:wait_for("t.service", "ActiveState", "active", 5))
 --    print(mgr:show("t.service", "MainPID"))
---    mgr:stop()                                 -- nothing left running
+--    mgr:stop()                            -- nothing left running
 --
 -- Units write their output to `mgr:log()` (read it before `stop`, which
--- removes the folder): there is no journal. Units see the manager's environment: XDG_RUNTIME_DIR, HOME,
+--    local ok, why = systemd.available()   -- false, reason when not root
 -- PATH; add more with `mgr:set_environment{K = "v"}` or Environment=.
 --
 -- Needs root (mount namespaces), unshare(1) and /lib/systemd/systemd.
