@@ -7,7 +7,7 @@
 -- several can run at once and none touches the machine's own.
 --
 --    local systemd = require("support.systemd")
---    local ok, why = systemd.available()        -- false, reason when not root
+--    local ok, why = systemd.available()   -- false, reason when not root
 --    local mgr = assert(systemd.start())
 --    mgr:install_unit("t.service", "[Service]\nExecStart=/bin/sleep 100\n")
 --    mgr:start("t.service")                -- does not wait
@@ -16,8 +16,9 @@
 --    mgr:stop()                            -- nothing left running
 --
 -- Units write their output to `mgr:log()` (read it before `stop`, which
---    local ok, why = systemd.available()   -- false, reason when not root
--- PATH; add more with `mgr:set_environment{K = "v"}` or Environment=.
+-- removes the folder): there is no journal. Units see the manager's
+-- environment: XDG_RUNTIME_DIR, HOME, PATH; add more with
+-- `mgr:set_environment{K = "v"}` or Environment=.
 --
 -- Needs root (mount namespaces), unshare(1) and /lib/systemd/systemd.
 -- @module support.systemd
