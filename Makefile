@@ -87,7 +87,7 @@ deps:
 
 # The API reference, from the LDoc comments in clua/*.c and lua/clua/*.lua.
 doc:
-	ldoc .
+	lua5.1 /usr/bin/ldoc .
 
 check: deps
 	@spec/support/check
