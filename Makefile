@@ -4,6 +4,7 @@
 #   make check               install build deps (Debian), run the whole suite
 #   make test LUA_VERSION=5.4   the unit specs under one Lua
 #   make install PREFIX=/usr/local DESTDIR=
+#   make bench               build, then run the benchmarks (bench/README.md)
 #
 # LUA_VERSION is 5.1, 5.2, 5.3, 5.4 or jit (LuaJIT).
 
@@ -51,7 +52,8 @@ HEADERS      := $(wildcard clua/*.h)
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all module testkit tools print-build doc check test deps install uninstall clean
+.PHONY: all module testkit tools print-build doc check test deps install uninstall clean \
+	bench bench-deps bench-progs
 
 all: module
 
@@ -91,6 +93,28 @@ doc:
 
 check: deps
 	@spec/support/check
+
+# Benchmarks: clua against what people would otherwise use, one table
+# (bench/README.md).  Never part of `make check`, never a failure: a missed
+# target shows in the table.  bench-deps installs the anchors (lua-posix,
+# lua-systemd) and tools beyond .ci/deps; Awesome runs Lua 5.3, so the
+# module is built for 5.3 whatever LUA_VERSION says.
+BENCH_BIN   := build/bench
+BENCH_PROGS := $(BENCH_BIN)/reap_c $(BENCH_BIN)/notify_sink $(BENCH_BIN)/clock_poke
+
+bench-deps: deps
+	@sh bench/deps
+
+bench: bench-deps
+	$(MAKE) module testkit tools LUA_VERSION=5.3 SANITIZE=
+	$(MAKE) bench-progs
+	bench/run
+
+bench-progs: $(BENCH_PROGS)
+
+$(BENCH_BIN)/%: bench/%.c
+	@mkdir -p $(BENCH_BIN)
+	$(CC) -std=gnu99 -D_GNU_SOURCE -O2 $(WARNFLAGS) $(CFLAGS) -o $@ $<
 
 install: module
 	install -d $(DESTDIR)$(LUA_LIBDIR) $(DESTDIR)$(LUA_SHAREDIR)/clua

@@ -1,0 +1,173 @@
+--- Row 2: clock-change latency, from clock_settime() returning (the clock
+-- set to its own value by build/bench/clock_poke) to
+--   (a) the handler of a standalone Lua process blocked in poll on a
+--       clua.clockwatch() (bench/clock_waiter.lua), and
+--   (b) a `clua::clock_changed` handler inside a headless Awesome running
+--       `require("clua.awesome").setup{}` (spec/support/awesome.lua);
+--   (c) the anchor: how long a stock Awesome textclock (built before
+--       setup{}, so clua does not refresh it) keeps showing the old time
+--       after the same changes: the time left until its own timer's next
+--       tick, read inside the same Awesome at each change.
+-- Both sides stamp CLOCK_MONOTONIC.  200 changes each, 20 ms apart; (a) in
+-- 5 runs of 40, each with a fresh watcher process.
+--
+--    lua5.3 bench/clock.lua
+
+local lib = require("bench.lib")
+
+local CHANGES, RUNS, GAP_MS = 200, 5, 20
+local lua = os.getenv("CLUA_LUA") or "lua5.3"
+local poke = lib.benchbin .. "/clock_poke"
+
+local HOW_A = "build/bench/clock_poke 40 F & " .. lua .. " bench/clock_waiter.lua F, 5 runs" ..
+  " (bench/run 2)"
+local HOW_B = "clock_poke 200 F against a headless Awesome (rc.lua in bench/clock.lua)" ..
+  " (bench/run 2)"
+local A = "clockwatch in a Lua poll loop: settime -> handler"
+local B = "inside Awesome: settime -> clua::clock_changed"
+local C = "anchor: stock textclock stays wrong for"
+
+local function report_all(status)
+  lib.result { id = "2a", what = A, unit = "us", stat = "median", op = "<=", target = 100,
+    status = status, how = HOW_A }
+  lib.result { id = "2b", what = B, unit = "us", stat = "median", op = "<=", target = 2000,
+    status = status, how = HOW_B }
+  lib.result { id = "2b", what = B, unit = "us", stat = "p99", op = "<=", target = 10000,
+    status = status, how = HOW_B }
+  lib.result { id = "2c", what = C, unit = "s", status = status, how = HOW_B }
+end
+
+local clua = lib.clua()
+if not lib.has(clua, "clockwatch") then return report_all("not built yet") end
+
+-- Runs clock_poke N FILE; returns the latencies (us), the misses, and an
+-- error status when the clock may not be set.
+local function poke_file(n, file)
+  local out = lib.sh(poke .. " " .. n .. " " .. lib.shq(file) .. " " .. GAP_MS .. " 2>&1")
+  if out:find("error EPERM") then
+    return nil, nil, "skipped: needs root or CAP_SYS_TIME to set the clock"
+  elseif out:find("^error") or out:find("\nerror") then
+    return nil, nil, "failed: " .. out:match("error[^\n]*")
+  end
+  local lat, misses = {}, 0
+  for x in out:gmatch("latency_us (%S+)") do lat[#lat + 1] = tonumber(x) end
+  for _ in out:gmatch("miss") do misses = misses + 1 end
+  return lat, misses
+end
+
+local function wait_for_line(file, timeout)
+  local deadline = lib.now() + timeout
+  while lib.now() < deadline do
+    if (lib.readfile(file) or ""):find("\n") then return true end
+    lib.sleep(0.01)
+  end
+  return false
+end
+
+-- (a) a standalone Lua process.
+local dir = lib.tmpdir()
+local lat_a, miss_a, status_a = {}, 0, nil
+for run = 1, RUNS do
+  local file = dir .. "/stamps-a" .. run
+  lib.writefile(file, "")
+  local p = io.popen(lua .. " " .. lib.root .. "/bench/clock_waiter.lua " .. lib.shq(file) ..
+    " >/dev/null 2>&1 & echo $!")
+  local pid = p:read("l")
+  p:close()
+  if not wait_for_line(file, 10) then
+    status_a = "failed: the watcher did not start"
+  else
+    local lat, misses, st = poke_file(CHANGES // RUNS, file)
+    status_a = st
+    if lat then
+      for _, x in ipairs(lat) do lat_a[#lat_a + 1] = x end
+      miss_a = miss_a + misses
+    end
+  end
+  lib.sh("kill " .. pid .. " 2>/dev/null")
+  if status_a then break end
+end
+if status_a then
+  report_all(status_a)
+  lib.sh("rm -rf " .. lib.shq(dir))
+  return
+end
+lib.log("row 2a: %d changes, median %.1f us, %d missed", #lat_a, lib.median(lat_a), miss_a)
+local function notes(lat, misses)
+  return string.format("p99 %.0f us; %d of %d changes missed (no handler within 2 s)%s",
+    lib.percentile(lat, 99) or 0, misses, #lat + misses,
+    " ; a negative latency: the handler ran before clock_settime() returned")
+end
+lib.result { id = "2a", what = A, unit = "us", values = lat_a, stat = "median", op = "<=",
+  target = 100, how = HOW_A, note = notes(lat_a, miss_a) }
+
+-- (b) and (c): inside a headless Awesome.
+local hok, harness = pcall(require, "support.awesome")
+local glue = lib.readfile(lib.root .. "/lua/clua/awesome.lua")
+local function report_b(status)
+  lib.result { id = "2b", what = B, unit = "us", stat = "median", op = "<=", target = 2000,
+    status = status, how = HOW_B }
+  lib.result { id = "2b", what = B, unit = "us", stat = "p99", op = "<=", target = 10000,
+    status = status, how = HOW_B }
+  lib.result { id = "2c", what = C, unit = "s", status = status, how = HOW_B }
+end
+if not hok or not glue then
+  report_b("not built yet")
+  lib.sh("rm -rf " .. lib.shq(dir))
+  return
+end
+local ok, why = harness.available()
+if not ok then
+  report_b("skipped: " .. why)
+  lib.sh("rm -rf " .. lib.shq(dir))
+  return
+end
+
+local stamps = dir .. "/stamps-b"
+lib.writefile(stamps, "")
+-- The stock textclock is built before setup{}, so clua leaves it alone: it
+-- behaves as in any rc.lua without clua.  Each handler line: the stamp, then
+-- how long the stock clock will still show the old time.
+local rc = harness.rc(string.format([[
+local GLib = require("lgi").GLib
+local wibox = require("wibox")
+local stock = wibox.widget.textclock()
+local last_tick = GLib.get_monotonic_time() / 1e6
+stock._timer:connect_signal("timeout", function()
+  last_tick = GLib.get_monotonic_time() / 1e6
+end)
+require("clua.awesome").setup {}
+local out = assert(io.open(%q, "a"))
+out:setvbuf("no")
+awesome.connect_signal("clua::clock_changed", function()
+  local t = GLib.get_monotonic_time() / 1e6
+  out:write(string.format("%%.6f %%.6f\n", t, last_tick + stock._timer.timeout - t))
+end)
+]], stamps))
+local wm, err = harness.start { rc = rc }
+if not wm then
+  report_b("failed: " .. tostring(err):match("[^\n]*"))
+  lib.sh("rm -rf " .. lib.shq(dir))
+  return
+end
+lib.sleep(1)
+local lat_b, miss_b, st = poke_file(CHANGES, stamps)
+wm:stop()
+if not lat_b then
+  report_b(st)
+else
+  local stale = {}
+  for line in io.lines(stamps) do
+    local left = tonumber(line:match("^%S+ (%S+)"))
+    if left then stale[#stale + 1] = left end
+  end
+  lib.log("row 2b: %d changes, median %.1f us, %d missed", #lat_b, lib.median(lat_b), miss_b)
+  lib.result { id = "2b", what = B, unit = "us", values = lat_b, stat = "median", op = "<=",
+    target = 2000, how = HOW_B, note = notes(lat_b, miss_b) }
+  lib.result { id = "2b", what = B, unit = "us", values = lat_b, stat = "p99", op = "<=",
+    target = 10000, how = HOW_B }
+  lib.result { id = "2c", what = C, unit = "s", values = stale, how = HOW_B,
+    note = string.format("a stock textclock (refresh 60 s) refreshes on its own timer only;" ..
+      " median clua (b) / stock: %.1e", lib.median(lat_b) * 1e-6 / (lib.median(stale) or 1)) }
+end
+lib.sh("rm -rf " .. lib.shq(dir))
