@@ -42,7 +42,7 @@ endif
 # luarocks' make backend (rockspec/clua-scm-1.rockspec) passes the
 # interpreter it builds for as LUA and that Lua's headers as LUA_INCDIR:
 # build against those, in a folder of that interpreter's own.
-ifneq ($(LUA_INCDIR),)
+ifeq ($(origin LUA_INCDIR),command line)
 LUA_CFLAGS  := -I$(LUA_INCDIR)
 LUA_ABI     := $(shell $(LUA) -e 'io.write((_VERSION:gsub("^Lua ", "")))')
 BUILD       := build/rock-$(notdir $(LUA))
