@@ -7,7 +7,7 @@
 --
 -- keys: id, what (what is compared), unit, values (space-separated
 -- numbers: one per paired run, or one per sample), stat (which statistic
--- the target applies to: min, median, max, p99, sum), op (<= or >=),
+-- the target applies to: min, median, mean, max, p99, sum), op (<= or >=),
 -- target (a number), status (empty, or "not built yet", "skipped: why"),
 -- how (a command anyone can rerun), note.
 --

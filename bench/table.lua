@@ -41,6 +41,11 @@ local function stat(values, which)
   if which == "min" then return lib.percentile(values, 0) end
   if which == "max" then return lib.percentile(values, 100) end
   if which == "p99" then return lib.percentile(values, 99) end
+  if which == "mean" then
+    local s = 0
+    for _, v in ipairs(values) do s = s + v end
+    return s / #values
+  end
   if which == "sum" then
     local s = 0
     for _, v in ipairs(values) do s = s + v end
@@ -56,6 +61,8 @@ for _, r in ipairs(rows) do
   -- A target on another statistic than the median shows that statistic's
   -- value too: "p99 275 <= 10000".
   local target = "-"
+  if r.op == "" then r.op = nil end
+  if r.target == "" then r.target = nil end
   if r.op and r.target then
     target = r.op .. " " .. r.target
     if r.stat and r.stat ~= "median" then
