@@ -54,7 +54,7 @@ describe("clua.clockwatch", function()
     assert.are.equal("clua.clockwatch", getmetatable(w))
   end)
 
-  it("is a CLOCK_REALTIME timerfd armed ABSTIME|CANCEL_ON_SET, non-blocking and close-on-exec", function()
+  it("is a CLOCK_REALTIME timerfd, ABSTIME|CANCEL_ON_SET, NONBLOCK|CLOEXEC", function()
     local w = watch()
     local info = fdinfo(w:fd())
     local flags = tonumber(info:match("flags:%s*(%d+)"), 8)
@@ -124,7 +124,6 @@ describe("clua.clockwatch", function()
     for i = 1, 10 do held[i] = assert(clua.clockwatch()) end
     assert.are.equal(before + 10, testkit.count_fds())
     for i = 1, 10 do held[i]:close() end
-    held = nil
 
     for _ = 1, 1000 do
       local w = assert(clua.clockwatch())
@@ -168,7 +167,8 @@ describe("clua.clockwatch", function()
       -- call site, and not from a tail call
       local ok, err = pcall(function() clua.clockwatch(1) end)
       assert.is_false(ok)
-      assert.matches("bad argument #1 to '[%w.]*clockwatch' %(no more than 0 arguments expected, got 1%)", err)
+      assert.matches("bad argument #1 to '[%w.]*clockwatch' "
+        .. "%(no more than 0 arguments expected, got 1%)", err)
     end)
 
     it("raise for methods called on something other than a watch", function()
