@@ -3,8 +3,10 @@
  * children that exit or die in a known way, orphans, clock steps.
  * Test scaffolding only; never installed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -251,6 +253,40 @@ static int l_spawn_core(lua_State *L)
 	return 1;
 }
 
+/* poll_readable(fd, timeout_ms): whether fd turns readable within the
+ * timeout (poll(2), restarted on EINTR with the full timeout). */
+static int l_poll_readable(lua_State *L)
+{
+	struct pollfd pfd = {(int)luaL_checkinteger(L, 1), POLLIN, 0};
+	int n;
+
+	do
+		n = poll(&pfd, 1, (int)luaL_checkinteger(L, 2));
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return clua_pusherror(L, "poll", errno);
+	lua_pushboolean(L, n > 0 && (pfd.revents & POLLIN));
+	return 1;
+}
+
+/* count_fds(): how many fds this process has open (/proc/self/fd entries,
+ * less the one opendir itself uses). */
+static int l_count_fds(lua_State *L)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return clua_pusherror(L, "opendir", errno);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	lua_pushinteger(L, n - 1);
+	return 1;
+}
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -262,6 +298,8 @@ static const luaL_Reg testkit_funcs[] = {
 	{"grandchild", l_grandchild},
 	{"set_sigchld", l_set_sigchld},
 	{"spawn_core", l_spawn_core},
+	{"poll_readable", l_poll_readable},
+	{"count_fds", l_count_fds},
 	{NULL, NULL}
 };
 
