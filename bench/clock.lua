@@ -50,7 +50,11 @@ local function poke_file(n, file)
     return nil, nil, "failed: " .. out:match("error[^\n]*")
   end
   local lat, misses = {}, 0
-  for x in out:gmatch("latency_us (%S+)") do lat[#lat + 1] = tonumber(x) end
+  lat.from_call = {}
+  for x, y in out:gmatch("latency_us (%S+) from_call_us (%S+)") do
+    lat[#lat + 1] = tonumber(x)
+    lat.from_call[#lat.from_call + 1] = tonumber(y)
+  end
   for _ in out:gmatch("miss") do misses = misses + 1 end
   return lat, misses
 end
@@ -66,7 +70,7 @@ end
 
 -- (a) a standalone Lua process.
 local dir = lib.tmpdir()
-local lat_a, miss_a, status_a = {}, 0, nil
+local lat_a, miss_a, status_a = { from_call = {} }, 0, nil
 for run = 1, RUNS do
   local file = dir .. "/stamps-a" .. run
   lib.writefile(file, "")
@@ -80,7 +84,10 @@ for run = 1, RUNS do
     local lat, misses, st = poke_file(CHANGES // RUNS, file)
     status_a = st
     if lat then
-      for _, x in ipairs(lat) do lat_a[#lat_a + 1] = x end
+      for i, x in ipairs(lat) do
+        lat_a[#lat_a + 1] = x
+        lat_a.from_call[#lat_a.from_call + 1] = lat.from_call[i]
+      end
       miss_a = miss_a + misses
     end
   end
@@ -94,9 +101,10 @@ if status_a then
 end
 lib.log("row 2a: %d changes, median %.1f us, %d missed", #lat_a, lib.median(lat_a), miss_a)
 local function notes(lat, misses)
-  return string.format("p99 %.0f us; %d of %d changes missed (no handler within 2 s)%s",
-    lib.percentile(lat, 99) or 0, misses, #lat + misses,
-    " ; a negative latency: the handler ran before clock_settime() returned")
+  return string.format("p99 %.0f us; %d of %d changes missed (no handler within 2 s);" ..
+    " negative: the handler ran before clock_settime() returned; from the call instead:" ..
+    " median %.0f us, p99 %.0f us", lib.percentile(lat, 99) or 0, misses, #lat + misses,
+    lib.median(lat.from_call) or 0, lib.percentile(lat.from_call, 99) or 0)
 end
 lib.result { id = "2a", what = A, unit = "us", values = lat_a, stat = "median", op = "<=",
   target = 100, how = HOW_A, note = notes(lat_a, miss_a) }

@@ -9,7 +9,8 @@
  * CLOCK_MONOTONIC right after clock_settime() returned, then wait (up to
  * 2 s, with inotify) for the watcher to append a line to FILE holding the
  * CLOCK_MONOTONIC time, in seconds, at which its handler ran.  Prints
- * "latency_us X" per change, or "miss T0" when no line came.  A line stamped
+ * "latency_us X from_call_us Y" per change (Y: from just before the call),
+ * or "miss T0" when no line came.  A line stamped
  * before our clock_settime() was called came from somebody else's clock
  * change (the machine is shared) and is skipped.
  *
@@ -113,7 +114,8 @@ int main(int argc, char **argv)
 		if (t1 == 0)
 			printf("miss %.9f\n", t0);
 		else
-			printf("latency_us %.3f\n", (t1 - t0) * 1e6);
+			printf("latency_us %.3f from_call_us %.3f\n",
+			       (t1 - t0) * 1e6, (t1 - tb) * 1e6);
 		fflush(stdout);
 	}
 	return 0;
