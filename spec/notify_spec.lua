@@ -56,7 +56,9 @@ local function is_utf8(s)
 end
 
 for _, kind in ipairs({ "path", "abstract" }) do
-  describe(("clua notify calls to %s %s NOTIFY_SOCKET"):format(kind == "path" and "a" or "an", kind), function()
+  local title = ("clua notify calls to %s %s NOTIFY_SOCKET")
+    :format(kind == "path" and "a" or "an", kind)
+  describe(title, function()
     local saved, dir, sock, address
 
     before_each(function()
@@ -337,7 +339,7 @@ describe("clua notify argument checks", function()
 
   -- Calls clua.<fname>(...) from a call site naming it, as user code
   -- does (a bare pcall(clua.notify) leaves Lua 5.2 and LuaJIT no name).
-  local load_string = loadstring or load -- luacheck: ignore
+  local load_string = loadstring or load
   local function raises(fname, argn, ...)
     local call = assert(load_string("local clua = ...\n"
       .. "return function(...) return (clua." .. fname .. "(...)) end"))(clua)
