@@ -17,6 +17,14 @@
 #include "sdnotify.h"
 #include "util.h"
 
+/***
+ * systemd notification: readiness, reloads, shutdown, status text and
+ * watchdog heartbeats for a `Type=notify` service.  Each call returns
+ * `true` when sent, `false` when `NOTIFY_SOCKET` is unset, or nil,
+ * message, errno.
+ * @submodule clua
+ */
+
 /* Pushes the Lua result of a send. */
 static int push_sent(lua_State *L, int r)
 {
@@ -51,7 +59,8 @@ static int send_with_status(lua_State *L, const char *prefix,
  * Send a raw state to the service manager.
  * @function notify
  * @tparam string state one or more `KEY=VALUE` lines (KEY of A-Z, 0-9,
- *   _), at most 4096 bytes, no NUL; anything else is an argument error
+ *   _), at most 4096 bytes, no NUL, no CR (systemd reads a CR as a line
+ *   break); anything else is an argument error
  * @treturn[1] boolean `true` sent, `false` no service manager
  *   (`NOTIFY_SOCKET` unset)
  * @return[2] nil, message, errno
@@ -93,7 +102,8 @@ static int l_notify_ready(lua_State *L)
 
 /***
  * Tell the service manager that this process reloads its configuration
- * (`RELOADING=1` with `MONOTONIC_USEC=`, as `Type=notify-reload` expects);
+ * (`RELOADING=1` with `MONOTONIC_USEC=`, which systemd 253's
+ * `Type=notify-reload` requires);
  * send `notify_ready` when done.
  * @function notify_reloading
  * @treturn[1] boolean `true` sent, `false` no service manager
@@ -153,7 +163,8 @@ static int l_notify_status(lua_State *L)
  * @function notify_watchdog
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno
- * @see sd_notify(3), sd_watchdog_enabled(3)
+ * @see sd_notify(3)
+ * @see sd_watchdog_enabled(3)
  */
 static int l_notify_watchdog(lua_State *L)
 {
