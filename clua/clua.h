@@ -11,5 +11,6 @@
 #define CLUA_VERSION "0.1.0"
 
 void clua_open_process(lua_State *L);	/* process.c */
+void clua_open_stall(lua_State *L);	/* stall.c */
 
 #endif
