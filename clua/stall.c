@@ -30,6 +30,11 @@
 #include "clua.h"
 #include "util.h"
 
+/***
+ * Stall breaker: interrupt a runaway Lua loop on the main thread.
+ * @submodule clua
+ */
+
 #define GUARD_TNAME "clua.stallguard"
 #define HOOK_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
 #define LIMIT_MAX 86400.0		/* a day; also keeps ns within 64 bits */
@@ -346,7 +351,7 @@ static struct guard *check_guard(lua_State *L)
  * @treturn[1] clua.stallguard a running guard
  * @return[2] nil, message, errno (EBUSY while another guard runs; EAGAIN
  *   when every real-time signal is taken)
- * @see pthread_kill(3), lua_sethook
+ * @see pthread_kill(3)
  */
 static int l_stallguard(lua_State *L)
 {
@@ -373,6 +378,11 @@ static int l_stallguard(lua_State *L)
 	}
 	return 1;
 }
+
+/***
+ * A running (or stopped) stall guard, from `stallguard`.
+ * @type stallguard
+ */
 
 /***
  * Mark the main loop alive. An atomic store of the monotonic time: no
