@@ -1,27 +1,29 @@
---- One arm of the reaping benchmark (row 4): forks N children in waves of
--- WAVE, waits until every child of a wave is a zombie, then times a Lua loop
--- reaping them with either clua.reap() or luaposix's wait(-1, WNOHANG).
--- Prints "reaped COUNT seconds SECONDS" (reap loop time only).
+--- The Lua arms of the reaping benchmark (row 4): for each ARM, forks N
+-- children in waves of WAVE, waits until every child of a wave is a zombie,
+-- then times a Lua loop reaping them with clua.reap() (ARM clua) or
+-- luaposix's wait(-1, WNOHANG) (ARM luaposix); the arms take turns, one wave
+-- each.  Prints "ARM reaped COUNT seconds SECONDS" per arm (reap loop time
+-- only).
 --
---    lua5.3 bench/reap.lua clua|luaposix N WAVE
+--    lua5.3 bench/reap.lua N WAVE ARM...
 --
 -- build/bench/reap_c is the same thing in C.
 
 local lib = require("bench.lib")
 local unistd = require("posix.unistd")
 
-local arm, total, wave = arg[1], tonumber(arg[2]), tonumber(arg[3])
-assert(arm and total and wave, "usage: reap.lua clua|luaposix N WAVE")
+local total, wave = tonumber(arg[1]), tonumber(arg[2])
+assert(total and wave and arg[3], "usage: reap.lua N WAVE ARM...")
 
-local reap
-if arm == "clua" then
-  local clua = assert(lib.clua())
-  reap = assert(clua.reap, "clua.reap: not built yet")
-elseif arm == "luaposix" then
-  local wait = require("posix.sys.wait")
-  local waitpid, WNOHANG = wait.wait, wait.WNOHANG
-  reap = function() return waitpid(-1, WNOHANG) end
-else
+local function reaper(arm)
+  if arm == "clua" then
+    local clua = assert(lib.clua())
+    return assert(clua.reap, "clua.reap: not built yet")
+  elseif arm == "luaposix" then
+    local wait = require("posix.sys.wait")
+    local waitpid, WNOHANG = wait.wait, wait.WNOHANG
+    return function() return waitpid(-1, WNOHANG) end
+  end
   error("unknown arm " .. tostring(arm))
 end
 
@@ -30,10 +32,10 @@ local function is_zombie(pid)
   return s ~= nil and s:match("%) (%S)") == "Z"
 end
 
-local reaped, spent = 0, 0
-while reaped < total do
+-- One wave: up to n children, all zombies before the clock starts.
+local function wave_of(reap, n)
   local pids = {}
-  for _ = 1, math.min(wave, total - reaped) do
+  for _ = 1, n do
     local pid = unistd.fork()
     if pid == nil then break end -- EAGAIN under the pids limit
     if pid == 0 then unistd._exit(0) end
@@ -50,7 +52,26 @@ while reaped < total do
     if not pid or pid == 0 then break end
     got = got + 1
   end
-  spent = spent + lib.now() - t0
-  reaped = reaped + got
+  return got, lib.now() - t0
 end
-print(string.format("reaped %d seconds %.9f", reaped, spent))
+
+local arms = {}
+for i = 3, #arg do
+  arms[#arms + 1] = { name = arg[i], reap = reaper(arg[i]), reaped = 0, spent = 0 }
+end
+-- The arms take turns, a wave each, so they share the machine's ups and
+-- downs.
+local busy = true
+while busy do
+  busy = false
+  for _, a in ipairs(arms) do
+    if a.reaped < total then
+      local got, spent = wave_of(a.reap, math.min(wave, total - a.reaped))
+      a.reaped, a.spent = a.reaped + got, a.spent + spent
+      busy = true
+    end
+  end
+end
+for _, a in ipairs(arms) do
+  print(string.format("%s reaped %d seconds %.9f", a.name, a.reaped, a.spent))
+end

@@ -2,7 +2,7 @@
  * reap_c.c - the C anchor of the reaping benchmark (bench/reap.lua is the
  * Lua side): forks N children in waves of WAVE, waits until every child of
  * a wave is a zombie, then times a plain waitpid(-1, WNOHANG) loop reaping
- * them.  Prints "reaped COUNT seconds SECONDS" (reap loop time only).
+ * them.  Prints "reap_c reaped COUNT seconds SECONDS" (reap loop time only).
  *
  *   build/bench/reap_c N WAVE
  *
@@ -116,7 +116,7 @@ int main(int argc, char **argv)
 		spent += now() - t0;
 		reaped += got;
 	}
-	printf("reaped %ld seconds %.9f\n", reaped, spent);
+	printf("reap_c reaped %ld seconds %.9f\n", reaped, spent);
 	free(pids);
 	return 0;
 }
