@@ -34,13 +34,18 @@ WARNFLAGS   := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prot
 ifeq ($(SANITIZE),asan)
 SANFLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 BUILD       := build/$(LUA_PC)-asan
+TOOLS_DIR   := build/tools-asan
 else
 SANFLAGS    :=
 BUILD       := build/$(LUA_PC)
+TOOLS_DIR   := build/tools
 endif
 
 ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+VERSION     := $(shell sed -n 's/^\#define CLUA_VERSION "\(.*\)"/\1/p' clua/clua.h)
+TOOL_CFLAGS := -std=gnu99 -D_GNU_SOURCE -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) \
+	-DWATCHOUTPUT_VERSION='"$(VERSION)"' $(CFLAGS)
 
 # Every clua/*.c but the command-line tool goes into the module.
 TOOL_SRCS    := clua/watchoutput.c
@@ -53,7 +58,7 @@ LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 
 .PHONY: all module testkit tools print-build check test deps install uninstall clean
 
-all: module
+all: module tools
 
 module: $(BUILD)/clua.so
 
@@ -79,8 +84,13 @@ test: module testkit
 print-build:
 	@echo $(BUILD)
 
-# watchoutput, the command-line tool (see clua/watchoutput.c).
-tools:
+# watchoutput, the command-line tool (see clua/watchoutput.c): linked with
+# the notify core it shares with the module, built apart from it.
+tools: $(TOOLS_DIR)/watchoutput
+
+$(TOOLS_DIR)/watchoutput: $(TOOL_SRCS) clua/sdnotify.c clua/sdnotify.h
+	@mkdir -p $(TOOLS_DIR)
+	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $(TOOL_SRCS) clua/sdnotify.c $(SD_LIBS) -lm
 
 deps:
 	@sh .ci/deps
@@ -88,12 +98,13 @@ deps:
 check: deps
 	@spec/support/check
 
-install: module
+install: module tools
 	install -d $(DESTDIR)$(LUA_LIBDIR) $(DESTDIR)$(LUA_SHAREDIR)/clua
 	install -m 755 $(BUILD)/clua.so $(DESTDIR)$(LUA_LIBDIR)/clua.so
 	install -m 644 lua/clua/*.lua $(DESTDIR)$(LUA_SHAREDIR)/clua/
 
 uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/watchoutput $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
 	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so
 	rm -rf $(DESTDIR)$(LUA_SHAREDIR)/clua
 
