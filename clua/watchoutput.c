@@ -313,6 +313,9 @@ static int open_std_fds(void)
 }
 
 /* Blocks the signals we take synchronously and opens their signalfd.
+ * A signal ignored when we start (SIGHUP under nohup, SIGINT and SIGQUIT
+ * in a shell's background job) stays ignored, for us and the child: the
+ * kernel drops it, so it is never forwarded.
  * SIGPIPE is blocked too (not read): a vanished reader of our stdout
  * shows up as EPIPE from write().  *old receives the mask to restore in
  * the child. */
