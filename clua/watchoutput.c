@@ -142,7 +142,7 @@ struct run {
 	int sigfd;
 	struct stream out, err;
 	bool splice_ok;			/* splice(2) to stdout works */
-	bool stopping;			/* a terminating signal was forwarded */
+	int stop_signal;		/* a terminating signal forwarded, or 0 */
 
 	/* heartbeat and status */
 	bool notify;			/* NOTIFY_SOCKET is set */
@@ -665,7 +665,7 @@ static bool take_signals(struct run *r)
 		}
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT ||
 		    sig == SIGHUP)
-			r->stopping = true;	/* no retry after this */
+			r->stop_signal = sig;	/* no retry after this */
 		if (kill(r->pid, sig) < 0 && errno != ESRCH)
 			LOG_ERRNO("kill");
 	}
@@ -703,6 +703,25 @@ static int supervise(struct run *r)
 	return 0;
 }
 
+/* Ends watchoutput by signal sig when that is a clean end in systemd's
+ * eyes (SIGTERM, SIGINT, SIGHUP: `systemctl stop` sends SIGTERM to the
+ * whole unit, and an exit code of 143 would leave it "failed"); a shell
+ * sees 128+sig either way.  Otherwise, or if still alive, returns
+ * 128+sig. */
+static int die_by(int sig)
+{
+	sigset_t set;
+
+	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+		signal(sig, SIG_DFL);
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		raise(sig);	/* pending while blocked */
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+	}
+	return 128 + sig;
+}
+
 /* Waits between runs; a signal meant for the child ends watchoutput.
  * Returns -1 to go on, else the exit status. */
 static int pause_before_retry(struct run *r)
@@ -725,7 +744,7 @@ static int pause_before_retry(struct run *r)
 			if (si.ssi_signo != SIGCHLD) {
 				say("%s while waiting to retry %s: exiting",
 				    strsignal((int)si.ssi_signo), r->opt->command[0]);
-				return 128 + (int)si.ssi_signo;
+				return die_by((int)si.ssi_signo);
 			}
 		}
 	}
@@ -759,6 +778,7 @@ static void announce_retry(struct run *r, long retry)
 static int exit_code(const struct run *r)
 {
 	int st = r->status;
+	bool asked = WIFSIGNALED(st) && WTERMSIG(st) == r->stop_signal;
 
 	if (WIFEXITED(st)) {
 		if (WEXITSTATUS(st) != 0)
@@ -768,7 +788,8 @@ static int exit_code(const struct run *r)
 	}
 	say("%s killed by signal %d (%s)", r->opt->command[0], WTERMSIG(st),
 	    strsignal(WTERMSIG(st)));
-	return 128 + WTERMSIG(st);
+	/* Killed by the signal we were sent and passed on: die by it too. */
+	return asked ? die_by(WTERMSIG(st)) : 128 + WTERMSIG(st);
 }
 
 /* ---- main ---------------------------------------------------------- */
@@ -813,7 +834,7 @@ int main(int argc, char **argv)
 		}
 		if (supervise(&r) < 0)
 			return EXIT_FAIL;
-		if (r.stopping || !wants_retry(&opt, r.status) ||
+		if (r.stop_signal || !wants_retry(&opt, r.status) ||
 		    retries >= opt.max_retries)
 			return exit_code(&r);
 

@@ -149,7 +149,8 @@ describe("watchoutput #integration", function()
 
     it("retries a child killed by SIGKILL with --retry-on-exit -9", function()
       local code, out = run([[
-        "$W" --retry-on-exit 2,-9 --wait-before-retry 0 --max-retries 2 -- sh -c 'echo run; kill -9 $$'
+        "$W" --retry-on-exit 2,-9 --wait-before-retry 0 --max-retries 2 -- \
+          sh -c 'echo run; kill -9 $$'
       ]])
       assert.equal(137, code)
       assert.equal("run\nrun\nrun\n", out)
@@ -202,7 +203,8 @@ describe("watchoutput #integration", function()
 
     it("forwards SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2", function()
       local code, out = with_running(
-        [[sh -c 'for s in INT HUP QUIT USR1 USR2; do trap "echo got-$s" $s; done; echo ready; while :; do sleep 0.05; done']], [[
+        [[sh -c 'for s in INT HUP QUIT USR1 USR2; do trap "echo got-$s" $s; done
+              echo ready; while :; do sleep 0.05; done']], [[
         for s in INT HUP QUIT USR1 USR2; do
           kill -$s $p
           for i in $(seq 100); do grep -q got-$s "$T/sig.out" && break; sleep 0.05; done
@@ -222,7 +224,9 @@ describe("watchoutput #integration", function()
         wait $p 2>/dev/null
         gone=
         for i in $(seq 40); do
-          if ! test -e /proc/$c || grep -q '^State:.*Z' /proc/$c/status 2>/dev/null; then gone=1; break; fi
+          if ! test -e /proc/$c || grep -q '^State:.*Z' /proc/$c/status 2>/dev/null; then
+            gone=1; break
+          fi
           sleep 0.05
         done
         echo "gone=$gone"
@@ -245,7 +249,8 @@ describe("watchoutput #integration", function()
       assert.equal(2, code)
       assert.equal("", out)
       assert.truthy(one_line(err):find("no command"))
-      code, out, err = run([["$W" --ignore-stderr --]])
+      local _
+      code, _, err = run([["$W" --ignore-stderr --]])
       assert.equal(2, code)
       one_line(err)
     end)
@@ -274,7 +279,10 @@ describe("watchoutput #integration", function()
     end)
 
     it("exits 127 with one line for a missing program", function()
-      local code, out, err = run([["$W" /nonexistent/program-x; echo "rc=$?"; "$W" no-such-program-clua-x]])
+      local code, out, err = run([[
+        "$W" /nonexistent/program-x; echo "rc=$?"
+        "$W" no-such-program-clua-x
+      ]])
       assert.equal(127, code)
       assert.equal("rc=127\n", out)
       assert.equal(2, #lines(err))
@@ -337,4 +345,102 @@ describe("watchoutput #integration", function()
         [[sh -c 'echo ready; exec >&- 2>&-; exec sleep 100']]))
     end)
   end)
+end)
+
+describe("watchoutput under a real systemd --user #integration", function()
+  local systemd = require("support.systemd")
+  local mgr, why
+
+  setup(function()
+    local ok
+    ok, why = systemd.available()
+    if ok then mgr, why = systemd.start() end
+  end)
+  teardown(function()
+    if mgr then mgr:stop() end
+  end)
+
+  -- Installs and starts a Type=notify unit with WatchdogSec=2 running
+  -- watchoutput ARGS; returns false when systemd cannot run here.
+  local function service(name, args, extra)
+    if not mgr then
+      pending("needs a systemd --user manager: " .. tostring(why))
+      return false
+    end
+    mgr:install_unit(name, table.concat({
+      "[Service]", "Type=notify", "WatchdogSec=2",
+      "ExecStart=" .. W .. " " .. args, extra or "", "",
+    }, "\n"))
+    mgr:start(name)
+    assert(mgr:wait_for(name, "ActiveState", "active", 5),
+      name .. " did not become active; log:\n" .. mgr:log())
+    return true
+  end
+
+  it("keeps a unit whose child prints every 0.5 s active for 8 s with no restart", function()
+    if not service("talk.service", [[sh -c 'while :; do echo tick; sleep 0.5; done']],
+      "Restart=on-failure") then return end
+    local pid = mgr:show("talk.service", "MainPID")
+    os.execute("sleep 8")
+    assert.equal("active", mgr:show("talk.service", "ActiveState"))
+    assert.equal("0", mgr:show("talk.service", "NRestarts"))
+    assert.equal(pid, mgr:show("talk.service", "MainPID"))
+    -- STATUS= names the command, its pid and its last line
+    assert.truthy(mgr:show("talk.service", "StatusText"):find("^sh %(pid %d+%): tick$"))
+    mgr:stop_unit("talk.service")
+  end)
+
+  it("sends at most a few WATCHDOG=1 per interval however fast the child prints", function()
+    if not have("strace") then return pending("needs strace") end
+    if not service("chatty.service", [[sh -c 'while :; do echo x; sleep 0.001; done']],
+      "StandardOutput=null") then return end
+    local pid = mgr:show("chatty.service", "MainPID")
+    local _, out = systemd.run("timeout 2 strace -e trace=sendmsg -p " .. pid
+      .. " 2>&1 | grep -c 'WATCHDOG=1'")
+    -- a quarter of WatchdogSec: 4 in 2 s, one more for timing at the edges
+    local pings = tonumber(out)
+    assert.is_true(pings >= 2 and pings <= 5, "pings in 2 s: " .. out)
+    assert.equal("active", mgr:show("chatty.service", "ActiveState"))
+    mgr:stop_unit("chatty.service")
+  end)
+
+  it("lets the watchdog kill a silent child (sleep 100): Result=watchdog within 3 s", function()
+    if not service("silent.service", "sleep 100") then return end
+    local ok, last = mgr:wait_for("silent.service", "Result", "watchdog", 3)
+    assert.is_true(ok, "Result=" .. tostring(last))
+  end)
+
+  it("treats a child that closed its stdout as silent, and Restart=on-failure starts it again",
+    function()
+      if not service("closed.service", [[sh -c 'exec >&-; sleep 100']],
+        "Restart=on-failure\nRestartSec=2") then return end
+      local pid = mgr:show("closed.service", "MainPID")
+      local ok, last = mgr:wait_for("closed.service", "Result", "watchdog", 3)
+      assert.is_true(ok, "Result=" .. tostring(last))
+      ok, last = mgr:wait_for("closed.service", "NRestarts", "1", 5)
+      assert.is_true(ok, "NRestarts=" .. tostring(last))
+      assert.is_true(mgr:wait_for("closed.service", "ActiveState", "active", 5))
+      assert.are_not.equal(pid, mgr:show("closed.service", "MainPID"))
+      mgr:stop_unit("closed.service")
+    end)
+
+  it("hides NOTIFY_SOCKET and WATCHDOG_* from the child while using them itself", function()
+    local envfile = mgr and (mgr.dir .. "/child.env")
+    if not service("env.service", "sh -c 'env >" .. envfile .. "; sleep 100'") then return end
+    local f = assert(io.open(envfile))
+    local env = f:read("*a")
+    f:close()
+    assert.truthy(env:find("PATH="))
+    assert.is_nil(env:find("NOTIFY_SOCKET"))
+    assert.is_nil(env:find("WATCHDOG_"))
+    mgr:stop_unit("env.service")
+  end)
+
+  it("leaves a unit inactive, not failed, after systemctl stop",
+    function()
+      if not service("stop.service", "sleep 100") then return end
+      assert.is_true(mgr:stop_unit("stop.service"))
+      assert.equal("inactive", mgr:show("stop.service", "ActiveState"))
+      assert.equal("success", mgr:show("stop.service", "Result"))
+    end)
 end)
