@@ -41,6 +41,15 @@ BUILD       := build/$(LUA_PC)
 TOOLS_DIR   := build/tools
 endif
 
+# luarocks' make backend (rockspec/clua-scm-1.rockspec) passes the
+# interpreter it builds for as LUA and that Lua's headers as LUA_INCDIR:
+# build against those, in a folder of that interpreter's own.
+ifeq ($(origin LUA_INCDIR),command line)
+LUA_CFLAGS  := -I$(LUA_INCDIR)
+LUA_ABI     := $(shell $(LUA) -e 'io.write((_VERSION:gsub("^Lua ", "")))')
+BUILD       := build/rock-$(notdir $(LUA))
+endif
+
 ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 VERSION     := $(shell sed -n 's/^\#define CLUA_VERSION "\(.*\)"/\1/p' clua/clua.h)
@@ -55,8 +64,9 @@ HEADERS      := $(wildcard clua/*.h)
 
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
+LUA_MODULES  := $(wildcard lua/clua/*.lua)
 
-.PHONY: all module testkit tools print-build doc check test deps install uninstall clean
+.PHONY: all module testkit tools print-build doc check test deps install install-module install-tools uninstall clean
 
 all: module tools
 
@@ -102,10 +112,22 @@ doc:
 check: deps
 	@spec/support/check
 
-install: module tools
-	install -d $(DESTDIR)$(LUA_LIBDIR) $(DESTDIR)$(LUA_SHAREDIR)/clua
+install: install-module install-tools
+
+# The rockspec installs the module with this target, and watchoutput with
+# its own build.install.bin (into the rock tree, never into $(PREFIX)).
+install-module: module
+	install -d $(DESTDIR)$(LUA_LIBDIR)
 	install -m 755 $(BUILD)/clua.so $(DESTDIR)$(LUA_LIBDIR)/clua.so
-	install -m 644 lua/clua/*.lua $(DESTDIR)$(LUA_SHAREDIR)/clua/
+ifneq ($(LUA_MODULES),)
+	install -d $(DESTDIR)$(LUA_SHAREDIR)/clua
+	install -m 644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/clua/
+endif
+
+install-tools: tools
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(TOOLS_DIR)/watchoutput $(DESTDIR)$(PREFIX)/bin/watchoutput
+	install -m 644 watchoutput.1 $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/watchoutput $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1

@@ -345,6 +345,26 @@ describe("watchoutput #integration", function()
         [[sh -c 'echo ready; exec >&- 2>&-; exec sleep 100']]))
     end)
   end)
+  describe("make install", function()
+    it("puts watchoutput and its man page under DESTDIR/PREFIX; uninstall removes them", function()
+      local root = os.getenv("CLUA_ROOT") or "."
+      local code, out = run("R=" .. q(root) .. [[
+
+        make -s -C "$R" install-tools PREFIX=/opt/wo DESTDIR="$T/stage"
+        "$T/stage/opt/wo/bin/watchoutput" --version
+        test -f "$T/stage/opt/wo/share/man/man1/watchoutput.1" && echo man
+        # the page renders without a warning (where man-db is installed)
+        if command -v man >/dev/null; then
+          man --warnings -l "$T/stage/opt/wo/share/man/man1/watchoutput.1" 2>&1 >/dev/null
+        fi
+        make -s -C "$R" uninstall PREFIX=/opt/wo DESTDIR="$T/stage"
+        test -e "$T/stage/opt/wo/bin/watchoutput" && echo still-there
+        :
+      ]])
+      assert.equal(0, code)
+      assert.matches("^watchoutput %d+%.%d+%.%d+\nman\n$", out)
+    end)
+  end)
 end)
 
 describe("watchoutput under a real systemd --user #integration", function()
@@ -444,3 +464,4 @@ describe("watchoutput under a real systemd --user #integration", function()
       assert.equal("success", mgr:show("stop.service", "Result"))
     end)
 end)
+
