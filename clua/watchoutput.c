@@ -133,6 +133,7 @@ struct stream {
 	int from;		/* read end of the child's pipe, -1 once at EOF */
 	int to;			/* our own stdout or stderr */
 	bool broken;		/* `to` failed: read and discard */
+	ssize_t capacity;	/* of the pipe: the most a drain reads */
 };
 
 struct run {
@@ -396,8 +397,11 @@ static int spawn(struct run *r, const sigset_t *mask)
 	/* Best effort: a bigger pipe lets a bulk writer run longer between
 	 * our reads; pipe-max-size or the user's pipe quota may refuse. */
 	fcntl(outp[0], F_SETPIPE_SZ, PIPE_SIZE);
-	if (errp[0] >= 0)
+	r->out.capacity = fcntl(outp[0], F_GETPIPE_SZ);
+	if (errp[0] >= 0) {
 		fcntl(errp[0], F_SETPIPE_SZ, PIPE_SIZE);
+		r->err.capacity = fcntl(errp[0], F_GETPIPE_SZ);
+	}
 	r->pid = fork();
 	if (r->pid < 0) {
 		LOG_ERRNO("fork");
@@ -630,18 +634,19 @@ static void relay(struct run *r, struct stream *s)
 		output_seen(r);
 }
 
-/* After the child's exit everything it wrote is already in the pipe:
- * read until empty or EOF, never waiting (a grandchild may keep the pipe
- * open forever). */
+/* After the child's exit everything it wrote is already in the pipe,
+ * at most its capacity: read that, until empty or EOF, never waiting and
+ * never more (a grandchild may hold the pipe open, or keep writing). */
 static void drain(struct run *r, struct stream *s)
 {
-	while (s->from >= 0) {
+	ssize_t left = s->capacity > 0 ? s->capacity : RELAY_CHUNK;
+
+	while (s->from >= 0 && left > 0) {
 		ssize_t n = relay_once(r, s, false);
 
-		if (n == 0)
-			close_stream(s);
 		if (n <= 0)
 			break;
+		left -= n;
 	}
 	close_stream(s);
 }
@@ -666,7 +671,8 @@ static bool take_signals(struct run *r)
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT ||
 		    sig == SIGHUP)
 			r->stop_signal = sig;	/* no retry after this */
-		if (kill(r->pid, sig) < 0 && errno != ESRCH)
+		/* Once reaped, the pid may belong to someone else. */
+		if (!exited && kill(r->pid, sig) < 0 && errno != ESRCH)
 			LOG_ERRNO("kill");
 	}
 	return exited;
@@ -731,11 +737,13 @@ static int pause_before_retry(struct run *r)
 	for (;;) {
 		struct signalfd_siginfo si;
 		struct pollfd p = { .fd = r->sigfd, .events = POLLIN };
-		uint64_t now = now_usec();
+		uint64_t now = now_usec(), ms;
 
 		if (now >= until)
 			return -1;
-		if (poll(&p, 1, (int)((until - now + 999) / 1000)) < 0 &&
+		/* poll() takes an int: a long wait is a few calls */
+		ms = (until - now + 999) / 1000;
+		if (poll(&p, 1, ms > 3600000 ? 3600000 : (int)ms) < 0 &&
 		    errno != EINTR) {
 			LOG_ERRNO("poll");
 			return EXIT_FAIL;

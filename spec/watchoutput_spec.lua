@@ -117,6 +117,18 @@ describe("watchoutput #integration", function()
       assert.truthy(out:find("\n50000\nlast%-words rc=137\n$"))
     end)
 
+    it("exits with the child, within 2 s, while a grandchild keeps its output open", function()
+      local code, out = run([[
+        start=$(date +%s%N)
+        "$W" sh -c 'sleep 3 & echo done; exit 5'
+        echo "rc=$? ms=$((($(date +%s%N) - start) / 1000000))"
+      ]])
+      assert.equal(0, code)
+      local rc, ms = out:match("^done\nrc=(%d+) ms=(%d+)\n$")
+      assert.equal("5", rc, out)
+      assert.is_true(tonumber(ms) < 2000, out)
+    end)
+
     it("stops option parsing at the command: watchoutput echo --help -h runs echo", function()
       local code, out = run([["$W" echo --help -h]])
       assert.equal(0, code)
@@ -199,6 +211,18 @@ describe("watchoutput #integration", function()
       assert.equal(0, code)
       assert.equal("rc=7\n", out)
       assert.equal("ready\nbye\n", slurp(path("sig.out")))
+    end)
+
+    it("exits 128+15 at once on SIGTERM while waiting to retry", function()
+      local code, out = with_running(
+        [[--retry-on-exit 3 --wait-before-retry 60 -- sh -c 'echo ready; exit 3']], [[
+        for i in $(seq 100); do grep -q 'retry 1 of' "$T/sig.err" && break; sleep 0.05; done
+        kill -TERM $p
+        wait $p; echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("rc=143\n", out)
+      assert.equal("ready\n", slurp(path("sig.out")))
     end)
 
     it("forwards SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2", function()
