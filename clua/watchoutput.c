@@ -132,7 +132,6 @@ struct options {
 struct stream {
 	int from;		/* read end of the child's pipe, -1 once at EOF */
 	int to;			/* our own stdout or stderr */
-	bool broken;		/* `to` failed: read and discard */
 	ssize_t capacity;	/* of the pipe: the most a drain reads */
 };
 
@@ -527,9 +526,19 @@ static int poll_timeout(struct run *r)
 
 /* ---- relaying ------------------------------------------------------ */
 
-static void write_all(struct stream *s, const char *data, size_t len)
+/* Our stdout or stderr failed (its reader is gone: EPIPE).  The child's
+ * pipe is then closed, so the child sees what it would see without us:
+ * SIGPIPE or EPIPE at its next write. */
+static void destination_failed(struct stream *s)
 {
-	while (len > 0 && !s->broken) {
+	say("write to %s: %s; closing the command's %s",
+	    s->to == STDOUT_FILENO ? "stdout" : "stderr", strerror(errno),
+	    s->to == STDOUT_FILENO ? "stdout" : "stderr");
+}
+
+static bool write_all(struct stream *s, const char *data, size_t len)
+{
+	while (len > 0) {
 		ssize_t n = write(s->to, data, len);
 
 		if (n > 0) {
@@ -539,28 +548,30 @@ static void write_all(struct stream *s, const char *data, size_t len)
 			struct pollfd p = { .fd = s->to, .events = POLLOUT };
 			poll(&p, 1, -1);
 		} else if (n < 0 && errno != EINTR) {
-			say("write to %s: %s; discarding the rest",
-			    s->to == STDOUT_FILENO ? "stdout" : "stderr",
-			    strerror(errno));
-			s->broken = true;
+			destination_failed(s);
+			return false;
 		}
 	}
+	return true;
 }
 
 /* Moves pipe pages from the child's pipe to stdout with splice(2), not
  * copying them through us.  poll() said the pipe is readable, so the
  * first call waits only for the reader of stdout; while data keeps
- * coming, up to SPLICE_BURST more calls follow without a poll() between,
- * non-blocking.  Returns the bytes moved, 0 at EOF, -2 when splice does
- * not work here (the caller reads instead). */
+ * coming, up to SPLICE_BURST more calls follow without a poll() between.
+ * All are non-blocking (the kernel makes a pipe-to-pipe splice so anyway
+ * when either end is O_NONBLOCK, and ours is).  Returns the bytes moved,
+ * 0 at EOF, -1 when nothing moved, -2 when splice does not work here (the
+ * caller reads instead). */
 static ssize_t splice_burst(struct run *r, struct stream *s)
 {
 	ssize_t total = 0;
+	bool waited = false;
 	int i = 0;
 
 	while (i < SPLICE_BURST) {
 		ssize_t n = splice(s->from, NULL, s->to, NULL, SPLICE_CHUNK,
-				   SPLICE_F_MOVE | (i ? SPLICE_F_NONBLOCK : 0));
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
 		if (n > 0) {
 			total += n, i++;
@@ -568,36 +579,36 @@ static ssize_t splice_burst(struct run *r, struct stream *s)
 			return total;	/* EOF; poll() shows it again if total > 0 */
 		} else if (errno == EINTR) {
 			continue;
-		} else if (errno == EAGAIN && i > 0) {
+		} else if (errno == EAGAIN && (i > 0 || waited)) {
 			break;		/* drained for now */
 		} else if (errno == EAGAIN) {
-			/* someone made our stdout non-blocking */
+			/* The pipe is readable, so stdout is full: wait for
+			 * room, once (a second EAGAIN goes back to poll()). */
 			struct pollfd p = { .fd = s->to, .events = POLLOUT };
 			poll(&p, 1, -1);
+			waited = true;
+		} else if (errno == EPIPE) {
+			destination_failed(s);
+			return 0;	/* closes the child's pipe */
 		} else {
-			if (errno == EPIPE) {
-				say("write to stdout: %s; discarding the rest",
-				    strerror(errno));
-				s->broken = true;
-			} else {
-				/* EINVAL: stdout is a file opened O_APPEND, ... */
-				r->splice_ok = false;
-			}
+			/* EINVAL: stdout is a file opened O_APPEND, ... */
+			r->splice_ok = false;
 			return total ? total : -2;
 		}
 	}
-	return total;
+	return total ? total : -1;
 }
 
 /* Moves output from the child's pipe to its destination.  Returns the
- * bytes moved, 0 at EOF, -1 when the pipe is empty (EAGAIN). */
+ * bytes moved, 0 at EOF (or when the destination failed), -1 when the
+ * pipe is empty (EAGAIN). */
 static ssize_t relay_once(struct run *r, struct stream *s, bool may_splice)
 {
 	ssize_t n;
 
 	/* Spliced bytes are never seen, so a chunk is read instead whenever
 	 * STATUS= wants a fresh line. */
-	if (may_splice && s->to == STDOUT_FILENO && r->splice_ok && !s->broken &&
+	if (may_splice && s->to == STDOUT_FILENO && r->splice_ok &&
 	    (!r->notify || r->line_fresh)) {
 		n = splice_burst(r, s);
 		if (n != -2)
@@ -610,7 +621,8 @@ static ssize_t relay_once(struct run *r, struct stream *s, bool may_splice)
 		return errno == EAGAIN ? -1 : 0;	/* an error ends it like EOF */
 	if (n > 0) {
 		take_line(r, r->buf, n);
-		write_all(s, r->buf, n);
+		if (!write_all(s, r->buf, n))
+			return 0;	/* closes the child's pipe */
 	}
 	return n;
 }

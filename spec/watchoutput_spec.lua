@@ -129,6 +129,15 @@ describe("watchoutput #integration", function()
       assert.is_true(tonumber(ms) < 2000, out)
     end)
 
+    it("passes a vanished reader on: watchoutput yes | head -2 ends with 128+13", function()
+      local code, out = run([[
+        timeout 10 "$W" yes | head -2
+        echo "rc=${PIPESTATUS[0]}"
+      ]])
+      assert.equal(0, code)
+      assert.equal("y\ny\nrc=141\n", out)
+    end)
+
     it("stops option parsing at the command: watchoutput echo --help -h runs echo", function()
       local code, out = run([["$W" echo --help -h]])
       assert.equal(0, code)
