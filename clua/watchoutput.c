@@ -106,7 +106,7 @@ static const char usage_text[] =
 	"Exit status: COMMAND's own; 128+N when it was killed by signal N;\n"
 	"127 COMMAND not found; 126 not executable; 2 usage error.\n";
 
-/* Signals taken from the signalfd.  All but SIGCHLD go on to the child. */
+/* Signals passed on to the child; the signalfd takes these and SIGCHLD. */
 static const int forwarded[] = {
 	SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
 };
