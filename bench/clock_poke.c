@@ -9,8 +9,9 @@
  * CLOCK_MONOTONIC right after clock_settime() returned, then wait (up to
  * 2 s, with inotify) for the watcher to append a line to FILE holding the
  * CLOCK_MONOTONIC time, in seconds, at which its handler ran.  Prints
- * "latency_us X from_call_us Y" per change (Y: from just before the call),
- * or "miss T0" when no line came.  A line stamped
+ * "latency_us X from_call_us Y [rest TEXT]" per change (Y: from just before
+ * the call; TEXT: what followed the stamp on the watcher's line), or
+ * "miss T0" when no line came.  A line stamped
  * before our clock_settime() was called came from somebody else's clock
  * change (the machine is shared) and is skipped.
  *
@@ -42,11 +43,14 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* What follows the stamp on the line next_stamp() last returned. */
+static char rest[128];
+
 /* The first stamp >= t0 in the lines FILE gained since *off (which is
  * advanced past every complete line read); 0 when there is none yet. */
 static double next_stamp(FILE *f, long *off, double t0)
 {
-	char line[128];
+	char line[128], *end;
 
 	clearerr(f);
 	fseek(f, *off, SEEK_SET);
@@ -56,9 +60,13 @@ static double next_stamp(FILE *f, long *off, double t0)
 		if (!strchr(line, '\n'))
 			break;	/* half-written: read it again next time */
 		*off = ftell(f);
-		t = strtod(line, NULL);
-		if (t >= t0)
+		t = strtod(line, &end);
+		if (t >= t0) {
+			end += strspn(end, " \t");
+			end[strcspn(end, "\n")] = '\0';
+			snprintf(rest, sizeof(rest), "%s", end);
 			return t;
+		}
 	}
 	return 0;
 }
@@ -114,8 +122,9 @@ int main(int argc, char **argv)
 		if (t1 == 0)
 			printf("miss %.9f\n", t0);
 		else
-			printf("latency_us %.3f from_call_us %.3f\n",
-			       (t1 - t0) * 1e6, (t1 - tb) * 1e6);
+			printf("latency_us %.3f from_call_us %.3f%s%s\n",
+			       (t1 - t0) * 1e6, (t1 - tb) * 1e6,
+			       rest[0] ? " rest " : "", rest);
 		fflush(stdout);
 	}
 	return 0;
