@@ -12,7 +12,8 @@
 --   nostall    setup{ stall = false };
 --   watchdog   setup{}, Awesome run as a Type=notify user service of a real
 --              `systemd --user` (spec/support/systemd.lua) with WatchdogSec=60.
--- After 4 s of settling it reads VmRSS, then counts over the same 12 s the
+-- After 4 s of settling (plus 6 s more each round, see below) it reads
+-- VmRSS, then counts over the same 12 s the
 -- voluntary context switches of all of each Awesome's threads (a thread
 -- switches voluntarily each time it blocks: one per wake-up), then traces
 -- the next 12 s with `strace -c -f -p` (counts only; strace's own stops are
@@ -173,7 +174,11 @@ for round = 1, MAX_ROUNDS do
     end
   end
   if not failed then
-    lib.sleep(SETTLE)
+    -- The watchdog's heartbeat comes every 30 s from its start: a window
+    -- always as old as Awesome would always miss it (or always see it).
+    -- Round k waits 6 (k - 1) s more, so over 5 rounds the windows move
+    -- through the whole 30 s.
+    lib.sleep(SETTLE + ((round - 1) % 5) * 6)
     for cfg, pid in pairs(pids) do mem[cfg] = rss(pid) end
     t_start = lib.now()
     local before = {}
