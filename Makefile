@@ -51,7 +51,7 @@ HEADERS      := $(wildcard clua/*.h)
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 
-.PHONY: all module testkit tools print-build check test deps install uninstall clean
+.PHONY: all module testkit tools print-build doc check test deps install uninstall clean
 
 all: module
 
@@ -84,6 +84,10 @@ tools:
 
 deps:
 	@sh .ci/deps
+
+# The API reference, from the LDoc comments in clua/*.c and lua/clua/*.lua.
+doc:
+	lua5.1 /usr/bin/ldoc .
 
 check: deps
 	@spec/support/check

@@ -1,3 +1,12 @@
+/***
+ * Process, clock, systemd and stall primitives for a Lua-configured window
+ * manager. One flat table: `local clua = require("clua")`.
+ *
+ * Wrong argument types or values raise a Lua error naming the function and
+ * the argument. A failing system call returns `nil, message, errno`.
+ * @module clua
+ */
+
 /*
  * clua.c - the module entry point: one flat `clua` table holding every
  * concern's functions, as the contract in design.md spells them.

@@ -8,12 +8,17 @@
 #include "util.h"
 
 /***
+ * Processes: subreaping and reaping.
+ * @submodule clua
+ */
+
+/***
  * Make this process a child subreaper, or stop being one.
  * @function setsubreap
  * @tparam boolean on
  * @treturn[1] true
  * @return[2] nil, message, errno
- * @see prctl(2) PR_SET_CHILD_SUBREAPER
+ * @see prctl(2)
  */
 static int l_setsubreap(lua_State *L)
 {

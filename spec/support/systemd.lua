@@ -1,0 +1,234 @@
+--- A real `systemd --user` manager for specs, without systemd as PID 1.
+--
+-- `systemd --user` refuses to start unless /run/systemd/system exists. In a
+-- private mount namespace with a tmpfs over /run/systemd it runs fine and
+-- enforces Type=notify, WatchdogSec= and Restart= for real. Each manager
+-- gets its own XDG_RUNTIME_DIR and HOME under a fresh temporary folder, so
+-- several can run at once and none touches the machine's own.
+--
+--    local systemd = require("support.systemd")
+--    local ok, why = systemd.available()   -- false, reason when not root
+--    local mgr = assert(systemd.start())
+--    mgr:install_unit("t.service", "[Service]\nExecStart=/bin/sleep 100\n")
+--    mgr:start("t.service")                -- does not wait
+--    assert(mgr:wait_for("t.service", "ActiveState", "active", 5))
+--    print(mgr:show("t.service", "MainPID"))
+--    mgr:stop()                            -- nothing left running
+--
+-- Units write their output to `mgr:log()` (read it before `stop`, which
+-- removes the folder): there is no journal. Units see the manager's
+-- environment: XDG_RUNTIME_DIR, HOME, PATH; add more with
+-- `mgr:set_environment{K = "v"}` or Environment=.
+--
+-- Needs root (mount namespaces), unshare(1) and /lib/systemd/systemd.
+-- @module support.systemd
+
+local M = {}
+
+local MANAGER = "/lib/systemd/systemd"
+local unpack = table.unpack or unpack
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a shell command; returns ok (exit status 0), its output (stdout and
+-- stderr together, trailing newline removed) and the exit status.
+local function run(cmd)
+  local f = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"::rc=$?\""))
+  local out = f:read("*a")
+  f:close()
+  local rc = tonumber(out:match("::rc=(%d+)%s*$"))
+  out = out:gsub("::rc=%d+%s*$", ""):gsub("\n$", "")
+  return rc == 0, out, rc
+end
+M.run = run
+
+local function sleep(s)
+  os.execute("sleep " .. s)
+end
+
+--- Whether pid is a live process (a zombie counts as gone: the caller may
+-- be a subreaper that has not reaped it yet).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("*a")
+  f:close()
+  return stat:match("^%d+ %(.*%) (%a)") ~= "Z"
+end
+
+local function write_file(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function read_file(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- Whether a manager can be started here.
+-- @treturn boolean
+-- @treturn string why not
+function M.available()
+  local _, uid = run("id -u")
+  if uid ~= "0" then
+    return false, "needs root to create a mount namespace for systemd --user"
+  end
+  if not run("command -v unshare && test -x " .. MANAGER .. " && command -v systemctl") then
+    return false, "needs unshare(1), systemctl and " .. MANAGER
+  end
+  return true
+end
+
+local Manager = {}
+Manager.__index = Manager
+
+--- Starts a manager and waits until it answers (up to 15 s).
+-- @treturn[1] Manager
+-- @return[2] nil, reason
+function M.start()
+  local ok, why = M.available()
+  if not ok then return nil, why end
+
+  local _, dir = run("mktemp -d /tmp/clua-systemd.XXXXXX")
+  local self = setmetatable({
+    dir = dir,
+    env = { XDG_RUNTIME_DIR = dir .. "/run", HOME = dir .. "/home" },
+    logfile = dir .. "/manager.log",
+  }, Manager)
+  self.unitdir = self.env.HOME .. "/.config/systemd/user"
+  assert(run(("mkdir -p -m 700 %s && mkdir -p %s"):format(
+    quote(self.env.XDG_RUNTIME_DIR), quote(self.unitdir))))
+  -- No journal here: send the manager's log and the units' output to the
+  -- log file, where a failing spec can show them.
+  write_file(self.env.HOME .. "/.config/systemd/user.conf",
+    "[Manager]\nDefaultStandardOutput=inherit\nDefaultStandardError=inherit\n")
+
+  -- unshare and sh exec, so the pid printed is the manager's own.
+  local launch = ("env -i PATH=%s XDG_RUNTIME_DIR=%s HOME=%s SYSTEMD_LOG_TARGET=console "
+    .. "SYSTEMD_LOG_LEVEL=info unshare -m --propagation private sh -c "
+    .. "'mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec %s --user' "
+    .. "</dev/null >>%s 2>&1 & echo $!"):format(
+      quote(os.getenv("PATH") or "/usr/bin:/bin"), quote(self.env.XDG_RUNTIME_DIR),
+      quote(self.env.HOME), MANAGER, quote(self.logfile))
+  local started, pid = run(launch)
+  self.pid = tonumber(pid)
+  if not started or not self.pid then
+    self:stop()
+    return nil, "could not launch systemd --user: " .. tostring(pid)
+  end
+  for _ = 1, 150 do
+    if self:systemctl("show", "-P", "Version") then return self end
+    if not alive(self.pid) then break end
+    sleep(0.1)
+  end
+  local log = self:log()
+  self:stop()
+  return nil, "systemd --user did not come up; its log:\n" .. log
+end
+
+--- The environment prefix for commands that talk to this manager.
+function Manager:envprefix()
+  return ("env XDG_RUNTIME_DIR=%s HOME=%s "):format(
+    quote(self.env.XDG_RUNTIME_DIR), quote(self.env.HOME))
+end
+
+--- Runs `systemctl --user ARGS...` against this manager.
+-- @treturn boolean ok
+-- @treturn string output
+function Manager:systemctl(...)
+  local args = {}
+  for i = 1, select("#", ...) do args[i] = quote((select(i, ...))) end
+  return run(self:envprefix() .. "systemctl --user " .. table.concat(args, " "))
+end
+
+--- Writes a unit file and reloads the manager.
+function Manager:install_unit(name, text)
+  write_file(self.unitdir .. "/" .. name, text)
+  return assert(self:systemctl("daemon-reload"))
+end
+
+--- Sets variables in the manager's environment for units started later.
+function Manager:set_environment(vars)
+  local args = {}
+  for k, v in pairs(vars) do args[#args + 1] = k .. "=" .. v end
+  return assert(self:systemctl("set-environment", unpack(args)))
+end
+
+--- Starts a unit without waiting for it (use `wait_for`).
+function Manager:start(name)
+  return self:systemctl("start", "--no-block", name)
+end
+
+--- Stops a unit and waits for the stop job.
+function Manager:stop_unit(name)
+  return self:systemctl("stop", name)
+end
+
+--- One property of a unit, as `systemctl --user show -P` prints it.
+function Manager:show(name, prop)
+  local _, out = self:systemctl("show", "-P", prop, name)
+  return out
+end
+
+--- Waits until a property has a value.
+-- @param name unit
+-- @param prop property name
+-- @param want a string, or a function(value) returning true when satisfied
+-- @param timeout seconds
+-- @treturn boolean whether it did within the timeout
+-- @treturn string the last value seen
+function Manager:wait_for(name, prop, want, timeout)
+  local test = type(want) == "function" and want or function(v) return v == want end
+  local deadline = os.time() + timeout + 1
+  local tries = math.ceil(timeout / 0.05)
+  local value
+  for _ = 0, tries do
+    value = self:show(name, prop)
+    if test(value) then return true, value end
+    if os.time() > deadline then break end
+    sleep(0.05)
+  end
+  return false, value
+end
+
+--- Everything the manager logged, units' output included.
+function Manager:log()
+  return read_file(self.logfile)
+end
+
+--- Kills whatever still carries this manager's XDG_RUNTIME_DIR: the units'
+-- processes of a manager that had to be killed.
+function Manager:kill_leftovers()
+  run(("for e in /proc/[0-9]*/environ; do "
+    .. "if grep -qaF %s \"$e\" 2>/dev/null; then p=${e#/proc/}; kill -KILL ${p%%/environ}; fi; "
+    .. "done"):format(quote("XDG_RUNTIME_DIR=" .. self.env.XDG_RUNTIME_DIR)))
+end
+
+--- Stops the manager (its units stop with it) and removes its folder.
+-- Leaves nothing running. Idempotent.
+function Manager:stop()
+  if self.pid then
+    run("kill -TERM " .. self.pid)
+    -- Units get their TimeoutStopSec; don't wait forever for one.
+    for _ = 1, 100 do
+      if not alive(self.pid) then break end
+      sleep(0.1)
+    end
+    run("kill -KILL " .. self.pid)
+    self.pid = nil
+  end
+  self:kill_leftovers()
+  if self.dir and self.dir:match("^/tmp/clua%-systemd%.") then
+    run("rm -rf " .. quote(self.dir))
+  end
+  self.dir = nil
+end
+
+return M
