@@ -65,10 +65,12 @@ local clientkeys = gears.table.join(
 )
 
 awful.rules.rules = {
-    { rule = {}, properties = { border_width = beautiful.border_width,
-                                border_color = beautiful.border_normal,
-                                focus = awful.client.focus.filter,
-                                keys = clientkeys,
-                                screen = awful.screen.preferred,
-                                placement = awful.placement.no_overlap + awful.placement.no_offscreen } },
+    { rule = {}, properties = {
+        border_width = beautiful.border_width,
+        border_color = beautiful.border_normal,
+        focus = awful.client.focus.filter,
+        keys = clientkeys,
+        screen = awful.screen.preferred,
+        placement = awful.placement.no_overlap + awful.placement.no_offscreen,
+    } },
 }

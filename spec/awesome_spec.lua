@@ -77,21 +77,24 @@ describe("clua.awesome in a real Awesome #integration", function()
     local snapshot = [[
       local s = require("clua.awesome")._state
       local t = {}
-      for _, k in ipairs { "clock", "clock_source", "guard", "stall_timer", "heartbeat", "sweep_timer", "options" } do
+      for _, k in ipairs { "clock", "clock_source", "guard", "stall_timer",
+                           "heartbeat", "sweep_timer", "options" } do
         t[#t + 1] = k .. "=" .. tostring(s[k])
       end
       return table.concat(t, " ")
     ]]
     local before = wm:client(snapshot)
     local fds = harness.fd_count(wm:pid())
-    assert.is_false(wm:client([[return require("clua.awesome").setup { stall = 3, clock = false }]]))
+    assert.is_false(wm:client(
+      [[return require("clua.awesome").setup { stall = 3, clock = false }]]))
     assert.equal(before, wm:client(snapshot))
     assert.equal(fds, harness.fd_count(wm:pid()))
   end)
 
   it("rejects bad options with an error naming the option", function()
     if not skip_unless_available() then return end
-    local out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { stall = "10" }))]])
+    local out = wm:client(
+      [[return select(2, pcall(require("clua.awesome").setup, { stall = "10" }))]])
     assert.matches("bad option 'stall'", out, 1, true)
     out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { subreaper = 1 }))]])
     assert.matches("bad option 'subreaper'", out, 1, true)
@@ -132,7 +135,8 @@ describe("clua.awesome in a real Awesome #integration", function()
     local done = harness.wait_until(90, function()
       return wm:client("return clua_spec.async.done") == 500
     end, 0.5)
-    assert.is_truthy(done, "not all 500 callbacks ran: " .. tostring(wm:client("return clua_spec.async.done")))
+    assert.is_truthy(done, "not all 500 callbacks ran: "
+      .. tostring(wm:client("return clua_spec.async.done")))
     local wrong, orphans = wm:client([[
       local A, bad = clua_spec.async, {}
       for i = 1, 500 do
@@ -169,7 +173,7 @@ describe("clua.awesome in a real Awesome #integration", function()
     assert.is_nil(wm:client("return require('clua.awesome')._state.sweep_timer"))
   end)
 
-  it("adopts 1,000 double-forked grandchildren and leaves no zombie 2 s after the last exits", function()
+  it("adopts 1,000 double-forked grandchildren, no zombie 2 s after the last exits", function()
     if not skip_unless_available() then return end
     local pid = wm:pid()
     local baseline = {}
@@ -224,7 +228,7 @@ describe("clua.awesome in a real Awesome #integration", function()
       ]], t0, t0))
     end
 
-    it("emits clua::clock_changed once, within 100 ms, when the clock is set to its own value", function()
+    it("emits clua::clock_changed once, within 100 ms, on setting the clock to itself", function()
       if not skip_unless_available() then return end
       if not has(wm, "clockwatch") then
         pending("clua.clockwatch is not in this build (clock.c)")
@@ -312,7 +316,9 @@ describe("clua.awesome without GLib.unix_fd_add_full #integration", function()
       package.loaded.lgi = lgi
       if not ok then error(err) end
       clua_spec = { events = 0 }
-      awesome.connect_signal("clua::clock_changed", function() clua_spec.events = clua_spec.events + 1 end)
+      awesome.connect_signal("clua::clock_changed", function()
+        clua_spec.events = clua_spec.events + 1
+      end)
     ]] })
     finally(function() wm:stop() end)
     if not has(wm, "clockwatch") then
@@ -338,5 +344,100 @@ describe("examples/rc.lua #integration", function()
     local wm = assert(harness.start { rc = root .. "/examples/rc.lua" })
     finally(function() wm:stop() end)
     assert.matches("subreaper: on", wm:client([[return require("clua.awesome").status()]]), 1, true)
+  end)
+end)
+
+describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integration", function()
+  local systemd = require("support.systemd")
+  local clua = require("clua")
+  local mgr, wm, why
+
+  -- The stall breaker is off in this rc.lua: here the watchdog must act.
+  local WATCHDOG_RC = [[
+    require("clua.awesome").setup { stall = false }
+  ]]
+
+  local function skip_unless_ready()
+    if why then pending(why) return false end
+    return true
+  end
+
+  setup(function()
+    local ok, msg = harness.available()
+    if not ok then why = "needs Awesome under Xvfb: " .. msg return end
+    ok, msg = systemd.available()
+    if not ok then why = "needs a systemd user manager: " .. msg return end
+    if not clua.watchdog_usec then
+      why = "clua.watchdog_usec and the notify calls are not in this build (notify.c)"
+      return
+    end
+    mgr = assert(systemd.start())
+    wm = assert(harness.start {
+      rc = harness.rc(WATCHDOG_RC), manager = mgr,
+      unit_extra = { "WatchdogSec=3", "RestartSec=0.5" },
+    })
+  end)
+
+  teardown(function()
+    if wm then wm:stop() end
+    if mgr then mgr:stop() end
+  end)
+
+  it("is started by the manager as Type=notify and feeds the watchdog every 1.5 s", function()
+    if not skip_unless_ready() then return end
+    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    assert.equal("3000000", wm:client("return os.getenv('WATCHDOG_USEC')"))
+    local status = wm:client([[return require("clua.awesome").status()]])
+    assert.matches("watchdog: every 3 s, heartbeat every 1.5 s", status, 1, true)
+    assert.matches("^clua: ", mgr:show("awesome.service", "StatusText"))
+  end)
+
+  it("stays active with no restart for 15 s of normal work", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local deadline = testkit.now("monotonic") + 15
+    while testkit.now("monotonic") < deadline do
+      wm:client([[require("awful").spawn.with_shell("sleep 0.2 &") return 1]])
+      testkit.sleep(0.5)
+    end
+    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    assert.equal("0", mgr:show("awesome.service", "NRestarts"))
+    assert.equal(pid, wm:pid())
+    local beats = tonumber(wm:client("return require('clua.awesome')._state.heartbeats"))
+    assert.is_true(beats >= 9, "heartbeats sent: " .. beats)
+  end)
+
+  it("survives awesome.restart() five times in a row: no watchdog kill, no fd leaked", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local fds = harness.fd_count(pid)
+    for _ = 1, 5 do
+      assert(wm:restart())
+    end
+    assert.equal(pid, wm:pid())
+    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    assert.equal("0", mgr:show("awesome.service", "NRestarts"))
+    assert.equal(fds, harness.fd_count(pid))
+  end)
+
+  it("is killed by the watchdog when its main loop hangs, and runs again (new pid)", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local t0 = testkit.now("monotonic")
+    -- Never answers: the main loop is gone.
+    wm:try_client("while true do end", 1)
+    local result
+    local restarted = harness.wait_until(3 + 0.5 + 10, function()
+      local r = mgr:show("awesome.service", "Result")
+      if r ~= "success" then result = r end
+      local p = wm:pid()
+      return p and p ~= pid and mgr:show("awesome.service", "ActiveState") == "active"
+    end, 0.05)
+    local took = testkit.now("monotonic") - t0
+    assert.is_truthy(restarted, "not running again after " .. took .. " s\n" .. wm:logtail())
+    assert.equal("1", mgr:show("awesome.service", "NRestarts"))
+    assert.matches("Watchdog timeout", mgr:log(), 1, true)
+    assert.equal("watchdog", result or mgr:log():match("Failed with result '(%a+)'"))
+    assert(wm:wait_ready())
   end)
 end)

@@ -421,12 +421,14 @@ function cluawm.status()
     if state.subreaper then
         local on = clua.getsubreap()
         add("subreaper: ", on and "on" or "OFF",
-            state.sweep_timer and (", sweeping (SIGCHLD has no handler), " .. state.swept .. " swept")
-            or ", Awesome reaps (SIGCHLD handler)")
+            state.sweep_timer
+                and (", sweeping (SIGCHLD has no handler), " .. state.swept .. " swept")
+                or ", Awesome reaps (SIGCHLD handler)")
         local kids = clua.children and clua.children()
         add("children: ", kids and tostring(#kids) or "unknown")
     else
-        add("subreaper: ", o.subreaper and ("failed: " .. tostring(state.errors.subreaper)) or "off")
+        add("subreaper: ",
+            o.subreaper and ("failed: " .. tostring(state.errors.subreaper)) or "off")
     end
     if state.clock then
         add("clock: watching fd ", tostring(state.clock:fd()), " via ", state.clock_how)

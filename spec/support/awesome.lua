@@ -22,9 +22,11 @@
 --
 -- With `start { rc = ..., manager = mgr }` (a manager from support.systemd)
 -- only Xvfb and the bus run in the session; Awesome itself runs as the user
--- service "awesome.service" of that manager (Type=notify, see
--- examples/awesome.service), and `wm:pid()` follows its MainPID across
--- watchdog restarts.
+-- service "awesome.service" of that manager: examples/awesome.service as it
+-- is, plus a drop-in giving it this session's environment, our rc.lua and
+-- `unit_extra` lines (WatchdogSec=3, ...).  `start` waits until the unit is
+-- active (Type=notify: clua.awesome sent READY=1), and `wm:pid()` follows
+-- its MainPID across watchdog restarts.
 
 local testkit = require("testkit")
 
@@ -87,7 +89,8 @@ end
 function harness.rc(text)
   local dir = mktemp_dir()
   local path = dir .. "/rc.lua"
-  writefile(path, 'require("awful.remote") -- for awesome-client (spec/support/awesome.lua)\n' .. text)
+  writefile(path, 'require("awful.remote") -- for awesome-client (spec/support/awesome.lua)\n'
+    .. text)
   return path, dir
 end
 
@@ -236,8 +239,8 @@ end
 function Awesome:logtail(n)
   local text
   if self.manager then
-    local _, out = self.manager:systemctl("status", "--no-pager", "-n", tostring(n or 20), self.unit)
-    text = out
+    local _, out = self.manager:systemctl("status", "--no-pager", self.unit)
+    text = out .. "\n--- manager log ---\n" .. self.manager:log()
   else
     text = readfile(self.dir .. "/awesome.log") or ""
   end
@@ -265,7 +268,8 @@ function Awesome:wait_ready(timeout)
       return "dead"
     end
     local res = table.pack(self:try_client(
-      "return awesome.conffile, tostring(awesome.startup_errors), rawget(_G, 'clua_harness_old') == nil", 3))
+      "return awesome.conffile, tostring(awesome.startup_errors), "
+      .. "rawget(_G, 'clua_harness_old') == nil", 3))
     if res[1] and res[4] == true then
       answer = res
       return true
@@ -279,7 +283,8 @@ function Awesome:wait_ready(timeout)
   end
   if answer[2] ~= self.rc then
     return nil, "Awesome loaded " .. tostring(answer[2]) .. " instead of " ..
-      self.rc .. " (our rc.lua failed; startup errors: " .. tostring(answer[3]) .. ")\n" .. self:logtail()
+      self.rc .. " (our rc.lua failed; startup errors: " .. tostring(answer[3]) .. ")\n"
+      .. self:logtail()
   end
   if answer[3] ~= "nil" then
     return nil, "startup errors: " .. tostring(answer[3])
@@ -288,7 +293,8 @@ function Awesome:wait_ready(timeout)
 end
 
 --- Restarts Awesome in place (awesome.restart(): exec, same pid) and waits
--- until the new image has loaded the rc.lua again.
+-- until the new image has loaded the rc.lua again.  (After the watchdog
+-- restarted the unit, a fresh Awesome is up once wait_ready() returns.)
 function Awesome:restart(timeout)
   -- The reply may never come: the exec ends the D-Bus connection.
   self:try_client("rawset(_G, 'clua_harness_old', true) awesome.restart()", 5)
@@ -338,24 +344,20 @@ local function awesome_env()
 end
 harness.awesome_env = awesome_env
 
---- The unit file that runs Awesome under a user manager: the one in
--- examples/, with the environment of this session added, and `extra` lines
--- appended to [Service].
-function harness.unit_text(rc, wm, extra)
-  local text = assert(readfile(root .. "/examples/awesome.service"))
+--- The drop-in that runs examples/awesome.service (installed verbatim)
+-- headless under a spec's manager: the environment of this session, our
+-- rc.lua, and `extra` lines for [Service] (WatchdogSec=3, say).
+function harness.dropin_text(rc, wm, extra)
   local env = awesome_env()
   env[#env + 1] = "DISPLAY=" .. wm.display
   env[#env + 1] = "DBUS_SESSION_BUS_ADDRESS=" .. wm.bus
   env[#env + 1] = "XDG_CACHE_HOME=" .. wm.dir .. "/cache"
-  local lines = {}
+  local lines = { "[Service]" }
   for _, e in ipairs(env) do lines[#lines + 1] = 'Environment="' .. e .. '"' end
   lines[#lines + 1] = "ExecStart="
   lines[#lines + 1] = "ExecStart=/usr/bin/awesome -c " .. rc
   for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
-  -- Later assignments win, so append ours at the end of [Service].
-  return (text:gsub("(%[Service%][^%[]*)", function(section)
-    return section:gsub("\n*$", "\n") .. table.concat(lines, "\n") .. "\n\n"
-  end, 1))
+  return table.concat(lines, "\n") .. "\n"
 end
 
 --- Starts a headless Awesome.
@@ -402,15 +404,22 @@ function harness.start(args)
     end
   end
   if self.err or not self.display then
-    local why = self.err or ("session ended early: " .. (readfile(self.dir .. "/session.log") or ""))
+    local why = self.err
+      or ("session ended early: " .. (readfile(self.dir .. "/session.log") or ""))
     self:stop()
     return nil, why
   end
   if self.manager then
-    self.manager:install_unit(self.unit, harness.unit_text(self.rc, self, args.unit_extra))
-    local ok, out = self.manager:systemctl("start", self.unit)
+    local mgr = self.manager
+    local dropin = mgr.env.HOME .. "/.config/systemd/user/" .. self.unit .. ".d"
+    sh("mkdir -p " .. shq(dropin))
+    writefile(dropin .. "/clua-spec.conf", harness.dropin_text(self.rc, self, args.unit_extra))
+    mgr:install_unit(self.unit, assert(readfile(root .. "/examples/awesome.service")))
+    mgr:start(self.unit)
+    -- Type=notify: active only once clua.awesome sent READY=1.
+    local ok, state = mgr:wait_for(self.unit, "ActiveState", "active", args.timeout or 20)
     if not ok then
-      local why = "systemctl start " .. self.unit .. ": " .. tostring(out) .. "\n" .. self:logtail()
+      local why = self.unit .. " is " .. tostring(state) .. ", not active\n" .. self:logtail()
       self:stop()
       return nil, why
     end
