@@ -76,7 +76,7 @@ do
     monotonic = function() return GLib.get_monotonic_time() / 1e6 end
 end
 
---- Reports an error without raising: on stderr through gears.debug and as
+-- Reports an error without raising: on stderr through gears.debug and as
 -- the `debug::error` signal, which Awesome's default rc.lua turns into a
 -- notification.
 local function report(message)
@@ -87,7 +87,7 @@ local function report(message)
     end
 end
 
---- Wraps a main-loop callback: it runs through gears.protected_call (an
+-- Wraps a main-loop callback: it runs through gears.protected_call (an
 -- error is reported with its traceback) and the wrapper always returns
 -- true, because lgi removes a GLib source whose callback returns false or
 -- raises.
@@ -98,9 +98,7 @@ local function keep_source(f)
     end
 end
 
----------------------------------------------------------------------------
--- Subreaper
----------------------------------------------------------------------------
+-- Subreaper -------------------------------------------------------------
 
 local function start_subreaper()
     local ok, msg = clua.setsubreap(true)
@@ -128,9 +126,7 @@ local function start_subreaper()
     end
 end
 
----------------------------------------------------------------------------
--- Clock
----------------------------------------------------------------------------
+-- Clock -----------------------------------------------------------------
 
 -- Finds how this GLib/lgi watches an fd for readability.  Returns a name
 -- for status() and a function(fd, callback) -> source id.  Looked up at
@@ -159,7 +155,7 @@ local function find_fd_watch()
     end
 end
 
---- Makes every textclock created since setup show the current time.
+-- Makes every textclock created since setup show the current time.
 local function refresh_textclocks()
     for clock in pairs(state.textclocks) do
         protected_call(clock.force_update, clock)
@@ -219,9 +215,7 @@ local function start_clock()
     state.clock_source = add(watch:fd(), keep_source(on_clock_readable))
 end
 
----------------------------------------------------------------------------
--- systemd notification and watchdog
----------------------------------------------------------------------------
+-- systemd notification and watchdog -------------------------------------
 
 local status_line -- forward
 
@@ -274,9 +268,7 @@ local function start_notify()
     end)
 end
 
----------------------------------------------------------------------------
--- Stall breaker
----------------------------------------------------------------------------
+-- Stall breaker ---------------------------------------------------------
 
 -- How the longest stall is measured: the tick timer wants to run every
 -- limit/4 seconds; it can only run late when the main loop did not turn, so
@@ -331,9 +323,7 @@ local function start_stall(limit)
     end)
 end
 
----------------------------------------------------------------------------
--- Public API
----------------------------------------------------------------------------
+-- Public API ------------------------------------------------------------
 
 local function check_option(args, name, allow_number)
     local v = args[name]
@@ -357,7 +347,6 @@ end
 -- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
 --   seconds without the main loop turning; `false` turns it off
 -- @treturn boolean true the first time, false when already set up
--- @staticfct clua.awesome.setup
 function cluawm.setup(args)
     if args ~= nil and type(args) ~= "table" then
         error("clua.awesome.setup: bad argument #1 (table expected, got " .. type(args) .. ")", 2)
@@ -391,7 +380,7 @@ local function seconds(x)
     return string.format("%+.3f s", x)
 end
 
---- The one-line summary sent as systemd's STATUS=.
+-- The one-line summary sent as systemd's STATUS=.
 function status_line()
     local parts = {}
     if state.subreaper then
@@ -410,7 +399,6 @@ end
 --- A human-readable summary, several lines:
 -- `awesome-client 'return require("clua.awesome").status()'`.
 -- @treturn string
--- @staticfct clua.awesome.status
 function cluawm.status()
     local lines = {}
     local function add(...) lines[#lines + 1] = table.concat({ ... }) end
