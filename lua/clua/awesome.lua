@@ -98,6 +98,25 @@ local function keep_source(f)
     end
 end
 
+-- systemd notification, used by every part -------------------------
+
+local status_line -- forward
+
+local function notify(name, ...)
+    local f = clua[name]
+    if not f then return end
+    local ok, msg = f(...)
+    if ok == nil then report(name .. ": " .. tostring(msg)) end
+    return ok
+end
+
+-- Tells systemd what changed (STATUS=), when the watchdog option is on.
+local function update_status()
+    if state.options.watchdog and state.ready_sent then
+        notify("notify_status", status_line())
+    end
+end
+
 -- Subreaper -------------------------------------------------------------
 
 local function start_subreaper()
@@ -194,6 +213,7 @@ local function on_clock_readable()
     refresh_textclocks()
     capi.awesome.emit_signal("clua::clock_changed",
         { jump = event.jump, suspended = event.suspended })
+    update_status()
 end
 
 local function start_clock()
@@ -216,16 +236,6 @@ local function start_clock()
 end
 
 -- systemd notification and watchdog -------------------------------------
-
-local status_line -- forward
-
-local function notify(name, ...)
-    local f = clua[name]
-    if not f then return end
-    local ok, msg = f(...)
-    if ok == nil then report(name .. ": " .. tostring(msg)) end
-    return ok
-end
 
 local function send_ready()
     if state.ready_sent then return end
@@ -291,7 +301,7 @@ local function on_stall_tick()
         local detail = state.guard.last and state.guard:last()
         state.stalls_seen = n
         report(what .. (detail and ("\n" .. tostring(detail)) or ""))
-        if clua.notify_status then notify("notify_status", status_line()) end
+        update_status()
     end
 end
 
