@@ -39,6 +39,15 @@ SANFLAGS    :=
 BUILD       := build/$(LUA_PC)
 endif
 
+# luarocks' make backend (rockspec/clua-scm-1.rockspec) passes the
+# interpreter it builds for as LUA and that Lua's headers as LUA_INCDIR:
+# build against those, in a folder of that interpreter's own.
+ifeq ($(origin LUA_INCDIR),command line)
+LUA_CFLAGS  := -I$(LUA_INCDIR)
+LUA_ABI     := $(shell $(LUA) -e 'io.write((_VERSION:gsub("^Lua ", "")))')
+BUILD       := build/rock-$(notdir $(LUA))
+endif
+
 ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 
@@ -50,6 +59,7 @@ HEADERS      := $(wildcard clua/*.h)
 
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
+LUA_MODULES  := $(wildcard lua/clua/*.lua)
 
 .PHONY: all module testkit tools print-build doc check test deps install uninstall clean
 
@@ -93,9 +103,12 @@ check: deps
 	@spec/support/check
 
 install: module
-	install -d $(DESTDIR)$(LUA_LIBDIR) $(DESTDIR)$(LUA_SHAREDIR)/clua
+	install -d $(DESTDIR)$(LUA_LIBDIR)
 	install -m 755 $(BUILD)/clua.so $(DESTDIR)$(LUA_LIBDIR)/clua.so
-	install -m 644 lua/clua/*.lua $(DESTDIR)$(LUA_SHAREDIR)/clua/
+ifneq ($(LUA_MODULES),)
+	install -d $(DESTDIR)$(LUA_SHAREDIR)/clua
+	install -m 644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/clua/
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so

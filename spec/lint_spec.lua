@@ -6,7 +6,9 @@ local root = os.getenv("CLUA_ROOT") or "."
 
 describe("lint #integration", function()
   it("luacheck finds nothing in lua/, spec/, examples/ and bench/", function()
-    local ok, out = run("cd " .. root .. " && luacheck --no-color -q lua spec examples bench")
+    -- Only the folders that exist yet: luacheck fails on a missing one.
+    local ok, out = run("cd " .. root .. " && luacheck --no-color -q"
+      .. " $(for d in lua spec examples bench; do [ -d $d ] && echo $d; done)")
     assert.is_true(ok, out)
   end)
 

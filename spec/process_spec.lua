@@ -1,11 +1,447 @@
+-- clua/process.c: subreaper, reap, sweep, children, SIGCHLD, against real
+-- children, orphans and zombies of this very process.
 local clua = require("clua")
+local testkit = require("testkit")
+
+local ECHILD, EBUSY = 10, 16 -- Linux errno values
+local SIGQUIT, SIGKILL, SIGTERM = 3, 9, 15
+
+-- Timing is relaxed (never skipped) under valgrind, which runs slower.
+local slow = os.getenv("CLUA_UNDER_VALGRIND") and 10 or 1
+
+-- The state letter of a process in /proc/<pid>/stat ("Z" for a zombie),
+-- and its parent's pid; nil when it does not exist.
+local function stat(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local line = f:read("*a")
+  f:close()
+  local state, ppid = line:match("%) (%a) (%d+)")
+  return state, tonumber(ppid)
+end
+
+local function until_true(what, fn, timeout)
+  local deadline = testkit.now() + (timeout or 5) * slow
+  while not fn() do
+    assert(testkit.now() < deadline, "timed out waiting for " .. what)
+    testkit.sleep(0.005)
+  end
+end
+
+local function until_zombie(pid)
+  until_true("pid " .. pid .. " to become a zombie", function()
+    return stat(pid) == "Z"
+  end)
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- reap(pid) until it returns something: the results, packed.
+local function reap_when_done(pid)
+  local r
+  until_true("pid " .. pid .. " to exit", function()
+    r = pack(clua.reap(pid))
+    return r[1] ~= nil or r[2] ~= nil
+  end)
+  return r
+end
+
+local function alive(pid)
+  local state = stat(pid)
+  return state ~= nil and state ~= "Z"
+end
+
+-- Finishes off a child a test left running.
+local function dispose(pid)
+  testkit.kill(pid, SIGKILL)
+  reap_when_done(pid)
+end
+
+local function contains(list, value)
+  for _, v in ipairs(list) do
+    if v == value then return true end
+  end
+  return false
+end
+
+local function find_pid(list, pid)
+  for _, entry in ipairs(list) do
+    if entry.pid == pid then return entry end
+  end
+end
+
+local function shell(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
 
 describe("clua.setsubreap", function()
+  after_each(function() clua.setsubreap(false) end)
+
   it("turns the subreaper flag on and off", function()
     assert.is_true(clua.setsubreap(true))
     assert.is_true(clua.getsubreap())
     assert.is_true(clua.setsubreap(false))
     assert.is_false(clua.getsubreap())
   end)
-  it("skip demo", function() pending("needs a thing we lack") end)
+
+  it("makes a double-forked grandchild ours: its parent pid is this process", function()
+    assert.is_true(clua.setsubreap(true))
+    local gc = assert(testkit.grandchild(10))
+    local state, ppid = stat(gc)
+    assert.is_not_nil(state)
+    assert.equal(testkit.getpid(), ppid)
+    assert.is_true(contains(clua.children(), gc))
+    dispose(gc)
+  end)
+
+  it("leaves a double-forked grandchild to someone else when off", function()
+    assert.is_true(clua.setsubreap(false))
+    local gc = assert(testkit.grandchild(10))
+    local state, ppid = stat(gc)
+    assert.is_not_nil(state)
+    assert.not_equal(testkit.getpid(), ppid)
+    assert.is_false(contains(clua.children(), gc))
+    testkit.kill(gc, SIGKILL)
+  end)
+end)
+
+describe("clua.reap", function()
+  it("returns pid, 'exited', code for a finished child", function()
+    for _, code in ipairs({ 0, 3, 255 }) do
+      local pid = testkit.spawn("exit", code)
+      local r = reap_when_done(pid)
+      assert.same({ n = 3, pid, "exited", code }, r)
+    end
+  end)
+
+  it("returns pid, 'killed', signo, false for a child killed without a core", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    testkit.kill(pid, SIGTERM)
+    assert.same({ n = 4, pid, "killed", SIGTERM, false }, reap_when_done(pid))
+  end)
+
+  it("reports the core dump flag exactly when the kernel wrote a core", function()
+    local pattern = shell("cat /proc/sys/kernel/core_pattern"):gsub("%s+$", "")
+    if pattern:match("^|") or pattern:match("/") then
+      pending("needs a core_pattern that writes into the cwd, not " .. pattern)
+      return
+    end
+    local dir = shell("mktemp -d"):gsub("%s+$", "")
+    local pid = testkit.spawn_core(dir)
+    local r = reap_when_done(pid)
+    local files = shell("ls -A " .. dir)
+    shell("rm -rf " .. dir)
+    assert.same({ n = 4, pid, "killed", SIGQUIT }, { n = r.n, r[1], r[2], r[3] })
+    assert.equal(files:match("core") ~= nil, r[4])
+    -- The hard limit allows a core and the pattern writes one into the
+    -- cwd: the kernel must have dumped one.
+    if shell("sh -c 'ulimit -H -c'"):match("^0") == nil then
+      assert.is_true(r[4])
+    end
+  end)
+
+  it("returns a plain nil while the child still runs", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    assert.same({ n = 1 }, pack(clua.reap(pid)))
+    assert.is_true(alive(pid))
+    dispose(pid)
+  end)
+
+  it("reaps any child when called without a pid, pid first", function()
+    local pid = testkit.spawn("exit", 9)
+    until_zombie(pid)
+    local got, how, code
+    until_true("reap() to return our child", function()
+      got, how, code = clua.reap()
+      return got == pid
+    end)
+    assert.equal("exited", how)
+    assert.equal(9, code)
+  end)
+
+  it("returns nil, message, ECHILD for a pid that is not our child", function()
+    local ok, msg, errno = clua.reap(1)
+    assert.is_nil(ok)
+    assert.matches("waitid", msg)
+    assert.equal(ECHILD, errno)
+  end)
+
+  it("returns nil, message, ECHILD for a child already reaped", function()
+    local pid = testkit.spawn("exit", 0)
+    reap_when_done(pid)
+    local ok, _, errno = clua.reap(pid)
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+  end)
+end)
+
+describe("clua.sweep", function()
+  it("leaves a fresh zombie alone and reaps it once the grace period passed", function()
+    local pid = testkit.spawn("exit", 7)
+    until_zombie(pid)
+    local grace = 0.5 * slow
+    assert.is_nil(find_pid(clua.sweep(grace), pid))
+    assert.equal("Z", (stat(pid)))
+    testkit.sleep(grace / 2)
+    assert.is_nil(find_pid(clua.sweep(grace), pid))
+    assert.equal("Z", (stat(pid)))
+    testkit.sleep(grace / 2 + 0.05)
+    assert.same({ pid = pid, how = "exited", code = 7, core = false },
+      find_pid(clua.sweep(grace), pid))
+    assert.is_nil(stat(pid))
+  end)
+
+  it("waits 2 seconds by default", function()
+    local pid = testkit.spawn("exit", 1)
+    until_zombie(pid)
+    assert.is_nil(find_pid(clua.sweep(), pid))
+    testkit.sleep(1)
+    assert.is_nil(find_pid(clua.sweep(), pid))
+    assert.equal("Z", (stat(pid)))
+    testkit.sleep(1.05)
+    assert.is_not_nil(find_pid(clua.sweep(), pid))
+  end)
+
+  it("reaps at once with a grace of 0 and reports signals", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    testkit.kill(pid, SIGTERM)
+    until_zombie(pid)
+    assert.same({ pid = pid, how = "killed", code = SIGTERM, core = false },
+      find_pid(clua.sweep(0), pid))
+  end)
+
+  it("reaps every old zombie in one call, not just the one waitid shows", function()
+    local pids = {}
+    for i = 1, 5 do pids[i] = testkit.spawn("exit", i) end
+    for _, pid in ipairs(pids) do until_zombie(pid) end
+    local swept = clua.sweep(0)
+    for i, pid in ipairs(pids) do
+      assert.same({ pid = pid, how = "exited", code = i, core = false }, find_pid(swept, pid))
+    end
+  end)
+
+  it("never touches a live child", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    assert.is_nil(find_pid(clua.sweep(0), pid))
+    assert.is_true(alive(pid))
+    dispose(pid)
+  end)
+
+  it("lets a co-waiter reap its child first and carries on", function()
+    local pid = testkit.spawn("exit", 4)
+    until_zombie(pid)
+    assert.is_nil(find_pid(clua.sweep(0.2), pid))
+    -- The co-waiter (Awesome's handler, say) takes its child.
+    assert.same({ n = 3, pid, "exited", 4 }, reap_when_done(pid))
+    testkit.sleep(0.25)
+    local swept = assert(clua.sweep(0.2))
+    assert.is_nil(find_pid(swept, pid))
+  end)
+
+  it("returns an empty table when nothing is old enough", function()
+    assert.same({}, clua.sweep(1e9))
+  end)
+end)
+
+describe("clua.children", function()
+  it("lists live and zombie children", function()
+    local live = testkit.spawn("exit", 0, 30)
+    local zombie = testkit.spawn("exit", 0)
+    until_zombie(zombie)
+    local kids = clua.children()
+    assert.is_true(contains(kids, live))
+    assert.is_true(contains(kids, zombie))
+    for _, pid in ipairs(kids) do
+      assert.equal(testkit.getpid(), select(2, stat(pid)))
+    end
+    dispose(live)
+    reap_when_done(zombie)
+    kids = clua.children()
+    assert.is_false(contains(kids, live))
+    assert.is_false(contains(kids, zombie))
+  end)
+
+  it("returns an array of integers in ascending order", function()
+    local a, b = testkit.spawn("exit", 0, 30), testkit.spawn("exit", 0, 30)
+    local kids = clua.children()
+    assert.is_true(#kids >= 2)
+    for i = 2, #kids do assert.is_true(kids[i - 1] < kids[i]) end
+    dispose(a)
+    dispose(b)
+  end)
+end)
+
+describe("clua.sigchld and clua.ignore_SIGCHLD", function()
+  -- Ignoring SIGCHLD makes the kernel reap every child: later waits in
+  -- this process would all fail.
+  after_each(function() testkit.set_sigchld("default") end)
+
+  it("reads the disposition without changing it", function()
+    testkit.set_sigchld("default")
+    assert.equal("default", clua.sigchld())
+    testkit.set_sigchld("handler")
+    assert.equal("handler", clua.sigchld())
+    assert.equal("handler", clua.sigchld())
+    testkit.set_sigchld("ignore")
+    assert.equal("ignore", clua.sigchld())
+  end)
+
+  it("refuses with EBUSY while a handler is installed", function()
+    testkit.set_sigchld("handler")
+    local ok, msg, errno = clua.ignore_SIGCHLD()
+    assert.is_nil(ok)
+    assert.matches("handler", msg)
+    assert.equal(EBUSY, errno)
+    assert.is_nil((clua.ignore_SIGCHLD(false)))
+    assert.equal("handler", clua.sigchld())
+  end)
+
+  it("replaces a handler when forced", function()
+    testkit.set_sigchld("handler")
+    assert.is_true(clua.ignore_SIGCHLD(true))
+    assert.equal("ignore", clua.sigchld())
+  end)
+
+  it("ignores SIGCHLD when there is no handler: exited children vanish at once", function()
+    testkit.set_sigchld("default")
+    assert.is_true(clua.ignore_SIGCHLD())
+    assert.equal("ignore", clua.sigchld())
+    local pid = testkit.spawn("exit", 0)
+    until_true("the kernel to reap pid " .. pid, function() return stat(pid) == nil end)
+    local ok, _, errno = clua.reap(pid)
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+    assert.is_true(clua.ignore_SIGCHLD())
+  end)
+end)
+
+describe("clua process functions", function()
+  after_each(function() testkit.set_sigchld("default") end)
+
+  local nan = 0 / 0
+  local values = {
+    ["nil"] = { nil }, ["true"] = { true }, ["false"] = { false },
+    string = { "1" }, table = { {} }, ["function"] = { print },
+    ["float 1.5"] = { 1.5 }, ["huge 2^63"] = { 2 ^ 63 },
+    ["negative -1"] = { -1 }, ["huge negative -2^63"] = { -(2 ^ 63) },
+    zero = { 0 }, NaN = { nan }, ["math.huge"] = { math.huge },
+    ["2^31, beyond pid_t"] = { 2 ^ 31 },
+  }
+  -- Values each function accepts (every other one above must raise).
+  local accepts = {
+    setsubreap = { ["true"] = true, ["false"] = true },
+    getsubreap = {},
+    reap = { ["nil"] = true },
+    sweep = { ["nil"] = true, ["float 1.5"] = true, ["huge 2^63"] = true, zero = true,
+      ["2^31, beyond pid_t"] = true },
+    children = {},
+    sigchld = {},
+    ignore_SIGCHLD = { ["nil"] = true, ["true"] = true, ["false"] = true },
+  }
+  local compile = loadstring or load -- luacheck: ignore 143
+
+  -- Calls clua.<name>(...) the way a user writes it, so Lua names it.
+  local function call(name, ...)
+    local chunk = assert(compile("local clua = ...; clua." .. name .. "(select(2, ...))"))
+    return pcall(chunk, clua, ...)
+  end
+
+  for name, ok_values in pairs(accepts) do
+    for label, v in pairs(values) do
+      if not ok_values[label] then
+        it(name .. " raises a clean error for " .. label, function()
+          local ok, err = call(name, v[1])
+          assert.is_false(ok)
+          assert.is_string(err)
+          assert.matches("bad argument #1 to '" .. name .. "'", err, 1, true)
+        end)
+      end
+    end
+  end
+
+  local surplus = {
+    setsubreap = { false, 1 }, reap = { 1, 1 }, sweep = { 1, 1 },
+    ignore_SIGCHLD = { false, 1 },
+  }
+  for name, args in pairs(surplus) do
+    it(name .. " refuses a surplus argument", function()
+      local ok, err = call(name, args[1], args[2])
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to '" .. name .. "'", err, 1, true)
+    end)
+  end
+
+  it("sweep accepts any finite grace >= 0", function()
+    assert.is_table(clua.sweep(1.5))
+    assert.is_table(clua.sweep(2 ^ 63))
+    assert.is_table(clua.sweep(0))
+  end)
+
+  it("does not add globals", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    local saved = package.loaded.clua
+    package.loaded.clua = nil
+    local fresh = require("clua")
+    package.loaded.clua = saved
+    assert.is_function(fresh.sweep)
+    for k in pairs(_G) do
+      assert.is_true(before[k], "require added global " .. tostring(k))
+    end
+  end)
+end)
+
+describe("clua.reap #load", function()
+  local total_wanted, wave = 10000, 1000
+
+  after_each(function() clua.setsubreap(false) end)
+
+  it("reaps 10,000 orphans adopted through the subreaper, no zombie left, within 120 s", function()
+    local start = testkit.now()
+    assert.is_true(clua.setsubreap(true))
+    local created, reaped, waves, failed_waves = 0, 0, 0, 0
+    -- Waves: a pids cgroup limit (~4900 tasks, shared) caps how many can
+    -- exist at once. Odd waves are reaped by reap(), even ones by sweep(0).
+    while created < total_wanted do
+      local n = testkit.orphans(math.min(wave, total_wanted - created), 0)
+      if type(n) ~= "number" or n <= 0 then
+        failed_waves = failed_waves + 1
+        assert(failed_waves < 50, "could not fork orphans: " .. tostring(n))
+        testkit.sleep(0.1)
+        n = 0
+      end
+      waves = waves + 1
+      created = created + n
+      local got = 0
+      local deadline = testkit.now() + 60
+      while got < n do
+        if waves % 2 == 1 then
+          local pid, how, code = clua.reap()
+          if pid then
+            assert.equal("exited", how)
+            assert.equal(0, code)
+            got = got + 1
+          else
+            assert.is_nil(how, "reap failed")
+            testkit.sleep(0.001)
+          end
+        else
+          local swept = clua.sweep(0)
+          got = got + #swept
+          if #swept == 0 then testkit.sleep(0.001) end
+        end
+        assert(testkit.now() < deadline, "wave " .. waves .. " not reaped in 60 s")
+      end
+      reaped = reaped + got
+    end
+    assert.equal(total_wanted, created)
+    assert.equal(total_wanted, reaped)
+    for _, pid in ipairs(clua.children()) do
+      assert.not_equal("Z", (stat(pid)))
+    end
+    assert.is_true(testkit.now() - start < 120, "took " .. (testkit.now() - start) .. " s")
+  end)
 end)

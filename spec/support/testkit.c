@@ -4,6 +4,7 @@
  * Test scaffolding only; never installed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -151,6 +152,105 @@ static int l_getpid(lua_State *L)
 	return 1;
 }
 
+/* grandchild(lifetime): forks a child that forks one grandchild living
+ * `lifetime` seconds, then exits at once; reaps that child and returns the
+ * grandchild's pid, now an orphan (adopted by a subreaper, or by init). */
+static int l_grandchild(lua_State *L)
+{
+	double lifetime = luaL_optnumber(L, 1, 0);
+	int fds[2], status;
+	pid_t mid, gc = -1;
+
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return clua_pusherror(L, "pipe2", errno);
+	mid = fork();
+	if (mid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return clua_pusherror(L, "fork", errno);
+	}
+	if (mid == 0) {
+		gc = fork();
+		if (gc == 0) {
+			sleep_seconds(lifetime);
+			_exit(0);
+		}
+		_exit(write(fds[1], &gc, sizeof gc) == sizeof gc ? 0 : 1);
+	}
+	close(fds[1]);
+	if (read(fds[0], &gc, sizeof gc) != sizeof gc)
+		gc = -1;
+	close(fds[0]);
+	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (gc <= 0)
+		return clua_pusherror(L, "fork", EAGAIN);
+	lua_pushinteger(L, gc);
+	return 1;
+}
+
+static void dummy_handler(int sig)
+{
+	(void)sig;
+}
+
+/* set_sigchld(how): SIGCHLD's disposition to "default", "ignore" or
+ * "handler" (a handler that does nothing). Returns true. */
+static int l_set_sigchld(lua_State *L)
+{
+	static const char *const names[] = {"default", "ignore", "handler",
+					    NULL};
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	switch (luaL_checkoption(L, 1, NULL, names)) {
+	case 0:
+		sa.sa_handler = SIG_DFL;
+		break;
+	case 1:
+		sa.sa_handler = SIG_IGN;
+		break;
+	default:
+		sa.sa_handler = dummy_handler;
+		sa.sa_flags = SA_RESTART;
+	}
+	if (sigaction(SIGCHLD, &sa, NULL) != 0)
+		return clua_pusherror(L, "sigaction", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* spawn_core(dir): a child that runs, in dir, a shell that kills itself
+ * with SIGQUIT (which dumps core) with the core size limit raised to its
+ * hard limit. A small exec'd program, not a fork of this Lua, so the core
+ * is small and neither valgrind nor a sanitizer runtime stands in between.
+ * Returns its pid. */
+static int l_spawn_core(lua_State *L)
+{
+	const char *dir = luaL_checkstring(L, 1);
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return clua_pusherror(L, "fork", errno);
+	if (pid == 0) {
+		struct rlimit rl;
+		if (chdir(dir) != 0)
+			_exit(126);
+		if (getrlimit(RLIMIT_CORE, &rl) == 0) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_CORE, &rl);
+		}
+		/* A sanitizer runtime preloaded into sh lowers the soft limit
+		 * again at start-up: raise it from within too. */
+		execl("/bin/sh", "sh", "-c",
+		      "ulimit -S -c \"$(ulimit -H -c)\"; kill -s QUIT $$", (char *)NULL);
+		_exit(127);
+	}
+	lua_pushinteger(L, pid);
+	return 1;
+}
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -159,6 +259,9 @@ static const luaL_Reg testkit_funcs[] = {
 	{"now", l_now},
 	{"sleep", l_sleep},
 	{"getpid", l_getpid},
+	{"grandchild", l_grandchild},
+	{"set_sigchld", l_set_sigchld},
+	{"spawn_core", l_spawn_core},
 	{NULL, NULL}
 };
 

@@ -1,0 +1,43 @@
+-- `make install PREFIX=... DESTDIR=...` puts clua where require finds it.
+local run = require("support.systemd").run
+
+local root = os.getenv("CLUA_ROOT") or "."
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+describe("make install #integration", function()
+  local tmp
+
+  before_each(function() tmp = select(2, run("mktemp -d")) end)
+  after_each(function() run("rm -rf " .. quote(tmp)) end)
+
+  for _, v in ipairs({ "5.3", "5.4" }) do
+    it("installs clua.so and lua/clua/*.lua under DESTDIR/PREFIX for Lua " .. v, function()
+      local ok, out = run(("make -s -C %s install LUA_VERSION=%s PREFIX=/opt/clua DESTDIR=%s")
+        :format(quote(root), v, quote(tmp)))
+      assert.is_true(ok, out)
+      local prefix = tmp .. "/opt/clua"
+      assert.is_true(run("test -x " .. quote(prefix .. "/lib/lua/" .. v .. "/clua.so")))
+      local _, list = run("cd " .. quote(root) .. " && ls lua/clua/*.lua 2>/dev/null")
+      for file in list:gmatch("[^\n]+") do
+        local installed = prefix .. "/share/lua/" .. v .. "/clua/" .. file:match("[^/]+$")
+        assert.is_true(run("cmp " .. quote(root .. "/" .. file) .. " " .. quote(installed)),
+          file .. " installed")
+      end
+
+      local chunk = 'io.write(tostring(require("clua").getsubreap()))'
+      ok, out = run(("LUA_CPATH=%s LUA_PATH=%s lua%s -e %s"):format(
+        quote(prefix .. "/lib/lua/" .. v .. "/?.so"),
+        quote(prefix .. "/share/lua/" .. v .. "/?.lua"), v, quote(chunk)))
+      assert.is_true(ok, out)
+      assert.equal("false", out)
+
+      ok, out = run(("make -s -C %s uninstall LUA_VERSION=%s PREFIX=/opt/clua DESTDIR=%s")
+        :format(quote(root), v, quote(tmp)))
+      assert.is_true(ok, out)
+      assert.is_false(run("test -e " .. quote(prefix .. "/lib/lua/" .. v .. "/clua.so")))
+    end)
+  end
+end)

@@ -1,0 +1,41 @@
+-- rockspec/clua-scm-1.rockspec: `luarocks make`, offline, into a scratch
+-- tree, builds a clua that each Lua then loads from that tree alone.
+local run = require("support.systemd").run
+
+local root = os.getenv("CLUA_ROOT") or "."
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
+  local tmp, offline
+
+  setup(function()
+    tmp = select(2, run("mktemp -d"))
+    -- A private network namespace has no network at all: proof that the
+    -- build needs none.
+    offline = run("unshare -n true") and "unshare -n " or ""
+  end)
+  teardown(function() run("rm -rf " .. quote(tmp)) end)
+
+  for _, v in ipairs({ "5.1", "5.3", "5.4" }) do
+    it("builds offline with --tree and Lua " .. v .. " then loads from that tree", function()
+      local tree = tmp .. "/tree"
+      local ok, out = run(("cd %s && HOME=%s %sluarocks --lua-version %s make "
+        .. "rockspec/clua-scm-1.rockspec --tree %s"):format(
+        quote(root), quote(tmp), offline, v, quote(tree)))
+      assert.is_true(ok, out)
+      assert.matches("clua scm%-1 is now installed", out)
+
+      -- Only the tree on the paths: nothing else could satisfy require.
+      local chunk = 'local c = require("clua"); io.write(tostring(c.getsubreap()), " ", '
+        .. 'type(c.sweep))'
+      ok, out = run(("LUA_CPATH=%s LUA_PATH=%s lua%s -e %s"):format(
+        quote(tree .. "/lib/lua/" .. v .. "/?.so"),
+        quote(tree .. "/share/lua/" .. v .. "/?.lua"), v, quote(chunk)))
+      assert.is_true(ok, out)
+      assert.equal("false function", out)
+    end)
+  end
+end)
