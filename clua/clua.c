@@ -19,6 +19,8 @@ int luaopen_clua(lua_State *L)
 {
 	lua_newtable(L);
 	clua_open_process(L);
+	clua_open_clock(L);
+	clua_open_notify(L);
 	lua_pushliteral(L, CLUA_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -11,5 +11,7 @@
 #define CLUA_VERSION "0.1.0"
 
 void clua_open_process(lua_State *L);	/* process.c */
+void clua_open_clock(lua_State *L);	/* clock.c */
+void clua_open_notify(lua_State *L);	/* notify.c */
 
 #endif

@@ -29,6 +29,10 @@ const char *clua_sd_state_invalid(const char *state, size_t len)
 		return "state longer than 4096 bytes";
 	if (memchr(state, '\0', len) != NULL)
 		return "state contains a NUL byte";
+	/* systemd splits a message on CR as well as LF: a CR inside a value
+	 * would start another assignment unseen by the line check below. */
+	if (memchr(state, '\r', len) != NULL)
+		return "state contains a carriage return";
 	while (i < len) {
 		size_t key = i;
 		while (i < len && is_key_char((unsigned char)state[i]))

@@ -20,7 +20,8 @@
 int clua_sd_send(const char *state);
 
 /* Whether state is one or more KEY=VALUE lines (KEY of A-Z, 0-9, _; an
- * optional final newline), len bytes, no NUL, at most CLUA_NOTIFY_MAX.
+ * optional final newline), len bytes, no NUL, no CR (systemd splits on
+ * it too), at most CLUA_NOTIFY_MAX.
  * Returns NULL when it is, else a short reason. */
 const char *clua_sd_state_invalid(const char *state, size_t len);
 

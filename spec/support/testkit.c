@@ -3,12 +3,18 @@
  * children that exit or die in a known way, orphans, clock steps.
  * Test scaffolding only; never installed.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -251,6 +257,136 @@ static int l_spawn_core(lua_State *L)
 	return 1;
 }
 
+/* poll_readable(fd, timeout_ms): whether fd turns readable within the
+ * timeout (poll(2), restarted on EINTR with the full timeout). */
+static int l_poll_readable(lua_State *L)
+{
+	struct pollfd pfd = {(int)luaL_checkinteger(L, 1), POLLIN, 0};
+	int n;
+
+	do
+		n = poll(&pfd, 1, (int)luaL_checkinteger(L, 2));
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return clua_pusherror(L, "poll", errno);
+	lua_pushboolean(L, n > 0 && (pfd.revents & POLLIN));
+	return 1;
+}
+
+/* count_fds(): how many fds this process has open (/proc/self/fd entries,
+ * less the one opendir itself uses). */
+static int l_count_fds(lua_State *L)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return clua_pusherror(L, "opendir", errno);
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	lua_pushinteger(L, n - 1);
+	return 1;
+}
+
+/* setenv(name, value): sets, or with value nil unsets, an environment
+ * variable of this process (os.getenv reads it; plain Lua cannot set it). */
+static int l_setenv(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	int r = lua_isnoneornil(L, 2) ? unsetenv(name)
+				      : setenv(name, luaL_checkstring(L, 2), 1);
+
+	if (r != 0)
+		return clua_pusherror(L, "setenv", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* dgram_listen(address): a bound AF_UNIX datagram socket, the receiving
+ * end a service manager holds.  address is a path, or "@name" for the
+ * abstract name, spelled as NOTIFY_SOCKET spells it.  Returns an object
+ * with recv(timeout_ms) -> the next datagram's bytes, or nil on timeout;
+ * and close(). */
+#define DGRAM "testkit.dgram"
+
+static int *check_dgram(lua_State *L)
+{
+	int *fd = luaL_checkudata(L, 1, DGRAM);
+
+	if (*fd < 0)
+		luaL_error(L, "socket is closed");
+	return fd;
+}
+
+static int l_dgram_recv(lua_State *L)
+{
+	int fd = *check_dgram(L);
+	struct pollfd p = {fd, POLLIN, 0};
+	static char buf[65536];
+	ssize_t n;
+
+	if (poll(&p, 1, (int)luaL_optinteger(L, 2, 1000)) <= 0)
+		return 0;
+	n = recv(fd, buf, sizeof buf, 0);
+	if (n < 0)
+		return clua_pusherror(L, "recv", errno);
+	lua_pushlstring(L, buf, (size_t)n);
+	return 1;
+}
+
+static int l_dgram_close(lua_State *L)
+{
+	int *fd = luaL_checkudata(L, 1, DGRAM);
+
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return 0;
+}
+
+static int l_dgram_listen(lua_State *L)
+{
+	size_t len;
+	const char *addr = luaL_checklstring(L, 1, &len);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int *fd;
+
+	luaL_argcheck(L, len > 0 && len < sizeof sa.sun_path, 1, "bad length");
+	fd = lua_newuserdata(L, sizeof *fd);
+	*fd = -1;
+	luaL_setmetatable(L, DGRAM);
+	memcpy(sa.sun_path, addr, len);
+	if (addr[0] == '@')
+		sa.sun_path[0] = '\0';	/* abstract: no trailing NUL */
+	else
+		len++;
+	*fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (*fd < 0)
+		return clua_pusherror(L, "socket", errno);
+	if (bind(*fd, (struct sockaddr *)&sa,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len))) {
+		int err = errno;
+		close(*fd);
+		*fd = -1;
+		return clua_pusherror(L, "bind", err);
+	}
+	return 1;
+}
+
+static const luaL_Reg dgram_methods[] = {
+	{"recv", l_dgram_recv},
+	{"close", l_dgram_close},
+	{NULL, NULL}
+};
+
+static const luaL_Reg dgram_meta[] = {
+	{"__gc", l_dgram_close},
+	{NULL, NULL}
+};
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -262,11 +398,16 @@ static const luaL_Reg testkit_funcs[] = {
 	{"grandchild", l_grandchild},
 	{"set_sigchld", l_set_sigchld},
 	{"spawn_core", l_spawn_core},
+	{"poll_readable", l_poll_readable},
+	{"count_fds", l_count_fds},
+	{"setenv", l_setenv},
+	{"dgram_listen", l_dgram_listen},
 	{NULL, NULL}
 };
 
 int luaopen_testkit(lua_State *L)
 {
+	clua_newclass(L, DGRAM, dgram_methods, dgram_meta);
 	luaL_newlib(L, testkit_funcs);
 	return 1;
 }

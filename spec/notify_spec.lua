@@ -1,0 +1,412 @@
+-- clua/notify.c against a plain AF_UNIX datagram socket standing in for the
+-- service manager's receiving end: the exact bytes each call sends, through
+-- libsystemd, to a path address and to an abstract one.  The real systemd
+-- user manager is in notify_systemd_spec.lua.
+local clua = require("clua")
+local testkit = require("testkit")
+
+local ENV = { "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID" }
+
+local function save_env()
+  local saved = {}
+  for _, name in ipairs(ENV) do saved[name] = os.getenv(name) end
+  return saved
+end
+
+local function restore_env(saved)
+  for _, name in ipairs(ENV) do testkit.setenv(name, saved[name]) end
+end
+
+local function mktemp_dir()
+  local p = assert(io.popen("mktemp -d"))
+  local dir = p:read("*l")
+  p:close()
+  return dir
+end
+
+-- A unique abstract name, so parallel runs never meet.
+local function abstract_name()
+  return ("@clua-notify-spec-%d-%d"):format(testkit.getpid(),
+    math.floor(testkit.now("monotonic") * 1e6))
+end
+
+-- Whether msg is an argument error for argument #arg of clua.<fname>
+-- (Lua 5.1 names it 'fname', 5.4 'clua.fname').
+local function names(msg, fname, argn)
+  msg = tostring(msg)
+  local head = ("bad argument #%d to '"):format(argn)
+  return msg:find(head .. fname .. "'", 1, true) ~= nil
+    or msg:find(head .. "clua." .. fname .. "'", 1, true) ~= nil
+end
+
+local function is_utf8(s)
+  local i = 1
+  while i <= #s do
+    local c = s:byte(i)
+    local n = c < 0x80 and 1 or c >= 0xF0 and 4 or c >= 0xE0 and 3
+      or c >= 0xC2 and 2 or nil
+    if not n then return false end
+    for j = i + 1, i + n - 1 do
+      local b = s:byte(j)
+      if not b or b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + n
+  end
+  return true
+end
+
+for _, kind in ipairs({ "path", "abstract" }) do
+  local title = ("clua notify calls to %s %s NOTIFY_SOCKET")
+    :format(kind == "path" and "a" or "an", kind)
+  describe(title, function()
+    local saved, dir, sock, address
+
+    before_each(function()
+      saved = save_env()
+      if kind == "path" then
+        dir = mktemp_dir()
+        address = dir .. "/notify"
+      else
+        address = abstract_name()
+      end
+      sock = assert(testkit.dgram_listen(address))
+      testkit.setenv("NOTIFY_SOCKET", address)
+    end)
+
+    after_each(function()
+      sock:close()
+      restore_env(saved)
+      if dir then
+        os.remove(address)
+        os.remove(dir)
+        dir = nil
+      end
+    end)
+
+    -- The one datagram a call sent; asserts no second one follows.
+    local function sent()
+      local got = sock:recv(2000)
+      assert.is_not_nil(got, "nothing was sent")
+      assert.is_nil(sock:recv(0), "more than one datagram was sent")
+      return got
+    end
+
+    it("notify sends the state unchanged", function()
+      assert.is_true(clua.notify("READY=1"))
+      assert.equal("READY=1", sent())
+      assert.is_true(clua.notify("STATUS=a b\nERRNO=2\n"))
+      assert.equal("STATUS=a b\nERRNO=2\n", sent())
+      assert.is_true(clua.notify("EXTEND_TIMEOUT_USEC=5000000"))
+      assert.equal("EXTEND_TIMEOUT_USEC=5000000", sent())
+    end)
+
+    it("notify sends a state of exactly 4096 bytes", function()
+      local state = "STATUS=" .. ("x"):rep(4096 - 7)
+      assert.is_true(clua.notify(state))
+      assert.equal(state, sent())
+    end)
+
+    it("notify_ready sends READY=1, with a STATUS= line when given one", function()
+      assert.is_true(clua.notify_ready())
+      assert.equal("READY=1", sent())
+      assert.is_true(clua.notify_ready(nil))
+      assert.equal("READY=1", sent())
+      assert.is_true(clua.notify_ready("up, 3 screens"))
+      assert.equal("READY=1\nSTATUS=up, 3 screens", sent())
+      assert.is_true(clua.notify_ready("up\nSTOPPING=1"))
+      assert.equal("READY=1\nSTATUS=up STOPPING=1", sent())
+    end)
+
+    it("notify_reloading sends RELOADING=1 and the CLOCK_MONOTONIC time", function()
+      local before = math.floor(testkit.now("monotonic") * 1e6) - 1000
+      assert.is_true(clua.notify_reloading())
+      local after = math.ceil(testkit.now("monotonic") * 1e6) + 1000
+      local usec = sent():match("^RELOADING=1\nMONOTONIC_USEC=(%d+)$")
+      assert.is_not_nil(usec)
+      usec = tonumber(usec)
+      assert.is_true(usec >= before and usec <= after,
+        ("MONOTONIC_USEC=%d not within [%d, %d]"):format(usec, before, after))
+    end)
+
+    it("notify_stopping sends STOPPING=1", function()
+      assert.is_true(clua.notify_stopping())
+      assert.equal("STOPPING=1", sent())
+    end)
+
+    it("notify_status sends STATUS=text", function()
+      assert.is_true(clua.notify_status("fetching mail: 3 of 10"))
+      assert.equal("STATUS=fetching mail: 3 of 10", sent())
+      assert.is_true(clua.notify_status(""))
+      assert.equal("STATUS=", sent())
+    end)
+
+    it("notify_watchdog sends WATCHDOG=1", function()
+      assert.is_true(clua.notify_watchdog())
+      assert.equal("WATCHDOG=1", sent())
+    end)
+
+    it("leaves NOTIFY_SOCKET set after every call", function()
+      clua.notify("READY=1"); sent()
+      clua.notify_ready("x"); sent()
+      clua.notify_reloading(); sent()
+      clua.notify_stopping(); sent()
+      clua.notify_status("x"); sent()
+      clua.notify_watchdog(); sent()
+      clua.watchdog_usec()
+      assert.equal(address, os.getenv("NOTIFY_SOCKET"))
+    end)
+  end)
+end
+
+describe("clua.notify_status sanitising", function()
+  local saved, sock, address
+
+  before_each(function()
+    saved = save_env()
+    address = abstract_name()
+    sock = assert(testkit.dgram_listen(address))
+    testkit.setenv("NOTIFY_SOCKET", address)
+  end)
+
+  after_each(function()
+    sock:close()
+    restore_env(saved)
+  end)
+
+  local function status_of(text)
+    assert.is_true(clua.notify_status(text))
+    local got = assert(sock:recv(2000), "nothing was sent")
+    assert.is_nil(sock:recv(0), "more than one datagram was sent")
+    return got
+  end
+
+  it("turns an injection attempt into one STATUS= line with spaces", function()
+    local got = status_of("ok\nSTOPPING=1\nWATCHDOG_USEC=1")
+    assert.equal("STATUS=ok STOPPING=1 WATCHDOG_USEC=1", got)
+    assert.is_nil(got:find("[\r\n]"))
+    assert.equal("STATUS=ok  MAINPID=1", status_of("ok\r\nMAINPID=1"))
+    assert.equal("STATUS=ok READY=1", status_of("ok\rREADY=1"))
+  end)
+
+  it("replaces every control character by a space", function()
+    assert.equal("STATUS=a b c d e f g", status_of("a\tb\0c\27d\127e\194\133f\194\159g"))
+  end)
+
+  it("keeps valid UTF-8 and replaces invalid UTF-8 with U+FFFD", function()
+    local fffd = "\239\191\189"
+    assert.equal("STATUS=caf\195\169 \226\130\172 \240\159\152\128",
+      status_of("caf\195\169 \226\130\172 \240\159\152\128"))
+    assert.equal("STATUS=a" .. fffd .. "b", status_of("a\255b"))
+    -- overlong "/", a UTF-16 surrogate, past U+10FFFF, a lone continuation
+    for _, bad in ipairs({ "\192\175", "\237\160\128", "\244\144\128\128", "\128" }) do
+      local got = status_of("x" .. bad .. "y")
+      assert.is_true(is_utf8(got), ("%q"):format(got))
+      assert.equal("STATUS=x" .. fffd:rep(#bad) .. "y", got)
+    end
+    -- a sequence cut short by the end of the text
+    assert.equal("STATUS=x" .. fffd .. fffd, status_of("x\226\130"))
+  end)
+
+  it("cuts a long text to fit one 4096-byte datagram", function()
+    local got = status_of(("x"):rep(10000))
+    assert.equal("STATUS=" .. ("x"):rep(4096 - 7), got)
+  end)
+
+  it("cuts a long text at a character boundary", function()
+    local e = "\195\169" -- é, two bytes: 4089 bytes of room hold 2044 of them
+    local got = status_of(e:rep(3000))
+    assert.equal("STATUS=" .. e:rep(2044), got)
+    assert.is_true(is_utf8(got))
+    local fffd = "\239\191\189" -- 1 invalid byte grows to 3
+    got = status_of(("\255"):rep(3000))
+    assert.equal("STATUS=" .. fffd:rep(1363), got)
+  end)
+
+  it("cuts notify_ready's status so READY=1 still arrives", function()
+    assert.is_true(clua.notify_ready(("y"):rep(5000)))
+    local got = assert(sock:recv(2000))
+    assert.equal("READY=1\nSTATUS=" .. ("y"):rep(4096 - 15), got)
+  end)
+end)
+
+describe("clua notify outside a service manager", function()
+  local saved, sock, address
+
+  before_each(function()
+    saved = save_env()
+    address = abstract_name()
+    sock = assert(testkit.dgram_listen(address))
+    testkit.setenv("NOTIFY_SOCKET", nil)
+  end)
+
+  after_each(function()
+    sock:close()
+    restore_env(saved)
+  end)
+
+  it("returns false from every call, sends nothing, changes nothing", function()
+    testkit.setenv("WATCHDOG_USEC", "2000000")
+    assert.is_false(clua.notify("READY=1"))
+    assert.is_false(clua.notify_ready())
+    assert.is_false(clua.notify_ready("up"))
+    assert.is_false(clua.notify_reloading())
+    assert.is_false(clua.notify_stopping())
+    assert.is_false(clua.notify_status("idle"))
+    assert.is_false(clua.notify_watchdog())
+    assert.is_nil(sock:recv(100))
+    assert.is_nil(os.getenv("NOTIFY_SOCKET"))
+    assert.equal("2000000", os.getenv("WATCHDOG_USEC"))
+  end)
+
+  it("returns false from 1000 calls within 2 s", function()
+    -- With NOTIFY_SOCKET unset there is nothing to connect to or wait on.
+    local start = testkit.now("monotonic")
+    for _ = 1, 1000 do
+      assert.is_false(clua.notify_watchdog())
+    end
+    local limit = os.getenv("CLUA_UNDER_VALGRIND") and 20 or 2
+    assert.is_true(testkit.now("monotonic") - start < limit)
+  end)
+end)
+
+describe("clua notify failures", function()
+  local saved
+
+  before_each(function() saved = save_env() end)
+  after_each(function() restore_env(saved) end)
+
+  it("returns nil, message, errno when the socket does not exist", function()
+    local dir = mktemp_dir()
+    testkit.setenv("NOTIFY_SOCKET", dir .. "/missing")
+    local ok, msg, err = clua.notify_watchdog()
+    os.remove(dir)
+    assert.is_nil(ok)
+    assert.equal("string", type(msg))
+    assert.truthy(msg:find("sd_notify", 1, true))
+    assert.equal(2, err) -- ENOENT
+  end)
+end)
+
+describe("clua.watchdog_usec", function()
+  local saved
+
+  before_each(function()
+    saved = save_env()
+    testkit.setenv("WATCHDOG_USEC", nil)
+    testkit.setenv("WATCHDOG_PID", nil)
+  end)
+  after_each(function() restore_env(saved) end)
+
+  it("returns nil when no watchdog is set", function()
+    assert.is_nil(clua.watchdog_usec())
+    assert.equal(1, select("#", clua.watchdog_usec()))
+  end)
+
+  it("returns WATCHDOG_USEC when it is meant for this process", function()
+    testkit.setenv("WATCHDOG_USEC", "2000000")
+    assert.equal(2000000, clua.watchdog_usec())
+    testkit.setenv("WATCHDOG_PID", tostring(testkit.getpid()))
+    assert.equal(2000000, clua.watchdog_usec())
+    assert.equal("2000000", os.getenv("WATCHDOG_USEC"))
+    assert.equal(tostring(testkit.getpid()), os.getenv("WATCHDOG_PID"))
+  end)
+
+  it("returns nil when WATCHDOG_PID names another process", function()
+    testkit.setenv("WATCHDOG_USEC", "2000000")
+    testkit.setenv("WATCHDOG_PID", tostring(testkit.getpid() + 1))
+    assert.is_nil(clua.watchdog_usec())
+  end)
+
+  it("returns nil, message, EINVAL for a malformed WATCHDOG_USEC", function()
+    for _, bad in ipairs({ "abc", "0", "12x", "" }) do
+      testkit.setenv("WATCHDOG_USEC", bad)
+      local v, msg, err = clua.watchdog_usec()
+      assert.is_nil(v, bad)
+      assert.equal("string", type(msg))
+      assert.equal(22, err)
+    end
+  end)
+end)
+
+describe("clua notify argument checks", function()
+  local saved
+
+  before_each(function()
+    saved = save_env()
+    testkit.setenv("NOTIFY_SOCKET", nil)
+  end)
+  after_each(function() restore_env(saved) end)
+
+  -- Calls clua.<fname>(...) from a call site naming it, as user code
+  -- does (a bare pcall(clua.notify) leaves Lua 5.2 and LuaJIT no name).
+  local load_string = loadstring or load
+  local function raises(fname, argn, ...)
+    local call = assert(load_string("local clua = ...\n"
+      .. "return function(...) return (clua." .. fname .. "(...)) end"))(clua)
+    local ok, msg = pcall(call, ...)
+    assert.is_false(ok, fname .. " accepted a bad argument")
+    assert.is_true(names(msg, fname, argn), tostring(msg))
+    return msg
+  end
+
+  it("notify refuses what is not KEY=VALUE lines", function()
+    for _, bad in ipairs({ "", "READY", "ready=1", "=1", "READY =1",
+        "READY=1\n\n", "READY=1\nhello", "\nREADY=1", "STATUS=a\rSTOPPING=1",
+        "READY=1\r\n" }) do
+      raises("notify", 1, bad)
+    end
+  end)
+
+  it("notify refuses a NUL byte", function()
+    raises("notify", 1, "READY=1\0STOPPING=1")
+  end)
+
+  it("notify refuses more than 4096 bytes", function()
+    local msg = raises("notify", 1, "STATUS=" .. ("x"):rep(4096 - 7 + 1))
+    assert.truthy(msg:find("4096", 1, true))
+  end)
+
+  it("refuses arguments of the wrong type", function()
+    raises("notify", 1)
+    raises("notify", 1, 1)
+    raises("notify", 1, nil)
+    raises("notify", 1, {})
+    raises("notify_status", 1)
+    raises("notify_status", 1, 42)
+    raises("notify_status", 1, true)
+    raises("notify_ready", 1, 42)
+    raises("notify_ready", 1, false)
+  end)
+
+  it("refuses surplus arguments", function()
+    raises("notify", 2, "READY=1", "x")
+    raises("notify_ready", 2, "up", "x")
+    raises("notify_status", 2, "up", "x")
+    raises("notify_reloading", 1, "x")
+    raises("notify_stopping", 1, "x")
+    raises("notify_watchdog", 1, "x")
+    raises("watchdog_usec", 1, "x")
+  end)
+end)
+
+describe("clua notify module", function()
+  it("adds no globals", function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    package.loaded.clua = nil
+    local fresh = require("clua")
+    fresh.notify_watchdog()
+    fresh.watchdog_usec()
+    for k in pairs(_G) do
+      assert.is_true(before[k] ~= nil, "new global " .. tostring(k))
+    end
+  end)
+
+  it("exposes every notify call as a function", function()
+    for _, name in ipairs({ "notify", "notify_ready", "notify_reloading",
+        "notify_stopping", "notify_status", "notify_watchdog",
+        "watchdog_usec" }) do
+      assert.equal("function", type(clua[name]), name)
+    end
+  end)
+end)
