@@ -208,7 +208,8 @@ end
 
 --- Runs `awesome-client CHUNK` (killed after `timeout` s, default 15).
 -- @treturn[1] true, then the values the chunk returned (strings, numbers,
---   booleans); an error inside the chunk comes back as the string
+--   booleans; dbus-send prints numbers with 6 significant digits, so return
+--   large ones with tostring); an error inside the chunk comes back as the string
 --   "Error during execution: ..." (that is what awful.remote does)
 -- @treturn[2] false, what awesome-client or dbus-send printed
 function Awesome:try_client(chunk, timeout)
