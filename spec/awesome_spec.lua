@@ -297,7 +297,8 @@ describe("clua.awesome in a real Awesome #integration", function()
       assert(wm:restart())
     end
     assert.equal(pid, wm:pid())
-    assert.equal(fds, harness.fd_count(pid))
+    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
+      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
     -- And the glue is set up again in the new image.
     assert.is_true(wm:client("return require('clua').getsubreap()"))
     assert.matches("subreaper: on", wm:client([[return require("clua.awesome").status()]]), 1, true)
@@ -420,9 +421,11 @@ describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integr
       assert(wm:restart())
     end
     assert.equal(pid, wm:pid())
-    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    -- (READY=1 from the new image may trail its first D-Bus answer a bit)
+    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 5))
     assert.equal("0", mgr:show("awesome.service", "NRestarts"))
-    assert.equal(fds, harness.fd_count(pid))
+    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
+      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
   end)
 
   it("is killed by the watchdog when its main loop hangs, and runs again (new pid)", function()

@@ -119,6 +119,12 @@ function harness.fd_count(pid)
   return n
 end
 
+--- What the fds of process PID point to, one "fd -> target" a line (for
+-- failure messages).
+function harness.fd_list(pid)
+  return (sh("cd /proc/" .. pid .. "/fd && for f in *; do echo \"$f -> $(readlink $f)\"; done"))
+end
+
 --- The pids of the processes whose parent is PID (live and zombie).
 function harness.children(pid)
   local out = sh("ps -o pid= --ppid " .. pid)
