@@ -27,13 +27,17 @@ LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
 SD_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 SD_LIBS     := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
 
-# SANITIZE=asan builds with AddressSanitizer + UndefinedBehaviorSanitizer.
+# SANITIZE=asan builds with AddressSanitizer + UndefinedBehaviorSanitizer;
+# SANITIZE=tsan with ThreadSanitizer (the stall breaker's watcher thread).
 SANITIZE    ?=
 OPTFLAGS    ?= -O2 -g
 WARNFLAGS   := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(SANITIZE),asan)
 SANFLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 BUILD       := build/$(LUA_PC)-asan
+else ifeq ($(SANITIZE),tsan)
+SANFLAGS    := -fsanitize=thread -fno-omit-frame-pointer
+BUILD       := build/$(LUA_PC)-tsan
 else
 SANFLAGS    :=
 BUILD       := build/$(LUA_PC)

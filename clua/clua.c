@@ -21,6 +21,7 @@ int luaopen_clua(lua_State *L)
 	clua_open_process(L);
 	clua_open_clock(L);
 	clua_open_notify(L);
+	clua_open_stall(L);
 	lua_pushliteral(L, CLUA_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -44,6 +44,16 @@ local function run(cmd)
 end
 M.run = run
 
+-- Seconds since boot: timeouts must not follow the wall clock, which specs
+-- step on purpose.
+local function uptime()
+  local f = assert(io.open("/proc/uptime"))
+  local t = f:read("*n")
+  f:close()
+  return t
+end
+M.uptime = uptime
+
 local function sleep(s)
   os.execute("sleep " .. s)
 end
@@ -186,16 +196,15 @@ end
 -- @treturn string the last value seen
 function Manager:wait_for(name, prop, want, timeout)
   local test = type(want) == "function" and want or function(v) return v == want end
-  local deadline = os.time() + timeout + 1
-  local tries = math.ceil(timeout / 0.05)
+  local deadline = uptime() + timeout
   local value
-  for _ = 0, tries do
+  repeat
     value = self:show(name, prop)
     if test(value) then return true, value end
-    if os.time() > deadline then break end
     sleep(0.05)
-  end
-  return false, value
+  until uptime() > deadline
+  value = self:show(name, prop)
+  return test(value), value
 end
 
 --- Everything the manager logged, units' output included.

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -305,6 +306,44 @@ static int l_setenv(lua_State *L)
 	return 1;
 }
 
+/* sigdisposition(signo): "default", "ignore" or "handler", and whether
+ * the calling thread blocks it. */
+static int l_sigdisposition(lua_State *L)
+{
+	int signo = (int)luaL_checkinteger(L, 1);
+	struct sigaction sa;
+	sigset_t mask;
+
+	if (sigaction(signo, NULL, &sa) != 0)
+		return clua_pusherror(L, "sigaction", errno);
+	if (!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL)
+		lua_pushliteral(L, "default");
+	else if (!(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_IGN)
+		lua_pushliteral(L, "ignore");
+	else
+		lua_pushliteral(L, "handler");
+	pthread_sigmask(SIG_BLOCK, NULL, &mask);
+	lua_pushboolean(L, sigismember(&mask, signo) == 1);
+	return 2;
+}
+
+/* sigset(signo, "default" | "ignore"): sets that disposition. */
+static int l_sigset(lua_State *L)
+{
+	static const char *const names[] = {"default", "ignore", NULL};
+	int signo = (int)luaL_checkinteger(L, 1);
+	int how = luaL_checkoption(L, 2, NULL, names);
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = how == 0 ? SIG_DFL : SIG_IGN;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(signo, &sa, NULL) != 0)
+		return clua_pusherror(L, "sigaction", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* dgram_listen(address): a bound AF_UNIX datagram socket, the receiving
  * end a service manager holds.  address is a path, or "@name" for the
  * abstract name, spelled as NOTIFY_SOCKET spells it.  Returns an object
@@ -387,6 +426,14 @@ static const luaL_Reg dgram_meta[] = {
 	{NULL, NULL}
 };
 
+/* sigrtrange(): SIGRTMIN, SIGRTMAX as this libc sees them. */
+static int l_sigrtrange(lua_State *L)
+{
+	lua_pushinteger(L, SIGRTMIN);
+	lua_pushinteger(L, SIGRTMAX);
+	return 2;
+}
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -402,6 +449,9 @@ static const luaL_Reg testkit_funcs[] = {
 	{"count_fds", l_count_fds},
 	{"setenv", l_setenv},
 	{"dgram_listen", l_dgram_listen},
+	{"sigdisposition", l_sigdisposition},
+	{"sigset", l_sigset},
+	{"sigrtrange", l_sigrtrange},
 	{NULL, NULL}
 };
 
