@@ -48,14 +48,18 @@ describe("the stall breaker in a real Awesome #integration", function()
       assert.equal(1, wm:client("return 1"))
       assert.equal(1, stalls(wm))
       -- Reported through debug::error, and counted in status().
-      assert.is_truthy(harness.wait_until(2, function()
+      local report = harness.wait_until(2, function()
         return wm:client([[
           for _, e in ipairs(clua_spec.errors) do
-            if e:find("main loop stalled", 1, true) then return true end
+            if e:find("main loop stalled", 1, true) then return e end
           end
           return false
         ]])
-      end), "no debug::error about the stall")
+      end)
+      assert.is_truthy(report, "no debug::error about the stall")
+      -- with the traceback of the code that was interrupted
+      assert.matches("stack traceback:", report, 1, true)
+      assert.matches('[string "while true do end"]:1:', report, 1, true)
       local status = wm:client([[return require("clua.awesome").status()]])
       assert.matches("stall: limit 2 s, 1 interrupted, longest main-loop stall ", status, 1, true)
       local longest = tonumber(status:match("longest main%-loop stall ([%d.]+) s"))
