@@ -286,21 +286,22 @@ end
 -- The largest such delay is the longest stall seen, interrupted or not.
 local function on_stall_tick()
     local now = monotonic()
-    local late = 0
     if state.last_tick then
-        late = now - state.last_tick - state.stall_limit / 4
+        local late = now - state.last_tick - state.stall_limit / 4
         if late > state.longest_stall then state.longest_stall = late end
     end
     state.last_tick = now
     state.guard:tick()
     local n = state.guard:stalls()
     if n > state.stalls_seen then
-        local what = "main loop stalled for " ..
-            string.format("%.1f", math.max(late, state.stall_limit)) ..
-            " s: Lua was interrupted (" .. n .. " so far)"
-        local detail = state.guard.last and state.guard:last()
+        -- The error itself went to whichever pcall was nearest (awful.remote,
+        -- a gears.timer...); report it here too, with its traceback.
+        local detail = state.guard:last()
         state.stalls_seen = n
-        report(what .. (detail and ("\n" .. tostring(detail)) or ""))
+        report("Lua interrupted: the main loop did not turn for " ..
+            string.format("%g", state.stall_limit) .. " s (" .. n ..
+            (n == 1 and " stall" or " stalls") .. " so far)" ..
+            (detail and ("\n" .. tostring(detail)) or ""))
         update_status()
     end
 end
