@@ -35,12 +35,15 @@ WARNFLAGS   := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prot
 ifeq ($(SANITIZE),asan)
 SANFLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 BUILD       := build/$(LUA_PC)-asan
+TOOLS_DIR   := build/tools-asan
 else ifeq ($(SANITIZE),tsan)
 SANFLAGS    := -fsanitize=thread -fno-omit-frame-pointer
 BUILD       := build/$(LUA_PC)-tsan
+TOOLS_DIR   := build/tools-tsan
 else
 SANFLAGS    :=
 BUILD       := build/$(LUA_PC)
+TOOLS_DIR   := build/tools
 endif
 
 # luarocks' make backend (rockspec/clua-scm-1.rockspec) passes the
@@ -54,6 +57,9 @@ endif
 
 ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
+VERSION     := $(shell sed -n 's/^\#define CLUA_VERSION "\(.*\)"/\1/p' clua/clua.h)
+TOOL_CFLAGS := -std=gnu99 -D_GNU_SOURCE -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) \
+	-DWATCHOUTPUT_VERSION='"$(VERSION)"' $(CFLAGS)
 
 # Every clua/*.c but the command-line tool goes into the module.
 TOOL_SRCS    := clua/watchoutput.c
@@ -65,9 +71,9 @@ LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 LUA_MODULES  := $(wildcard lua/clua/*.lua)
 
-.PHONY: all module testkit tools print-build doc check test deps install uninstall clean
+.PHONY: all module testkit tools print-build doc check test deps install install-module install-tools uninstall clean
 
-all: module
+all: module tools
 
 module: $(BUILD)/clua.so
 
@@ -93,8 +99,13 @@ test: module testkit
 print-build:
 	@echo $(BUILD)
 
-# watchoutput, the command-line tool (see clua/watchoutput.c).
-tools:
+# watchoutput, the command-line tool (see clua/watchoutput.c): linked with
+# the notify core it shares with the module, built apart from it.
+tools: $(TOOLS_DIR)/watchoutput
+
+$(TOOLS_DIR)/watchoutput: $(TOOL_SRCS) clua/sdnotify.c clua/sdnotify.h
+	@mkdir -p $(TOOLS_DIR)
+	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $(TOOL_SRCS) clua/sdnotify.c $(SD_LIBS) -lm
 
 deps:
 	@sh .ci/deps
@@ -106,7 +117,11 @@ doc:
 check: deps
 	@spec/support/check
 
-install: module
+install: install-module install-tools
+
+# The rockspec installs the module with this target, and watchoutput with
+# its own build.install.bin (into the rock tree, never into $(PREFIX)).
+install-module: module
 	install -d $(DESTDIR)$(LUA_LIBDIR)
 	install -m 755 $(BUILD)/clua.so $(DESTDIR)$(LUA_LIBDIR)/clua.so
 ifneq ($(LUA_MODULES),)
@@ -114,7 +129,13 @@ ifneq ($(LUA_MODULES),)
 	install -m 644 $(LUA_MODULES) $(DESTDIR)$(LUA_SHAREDIR)/clua/
 endif
 
+install-tools: tools
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(TOOLS_DIR)/watchoutput $(DESTDIR)$(PREFIX)/bin/watchoutput
+	install -m 644 watchoutput.1 $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
+
 uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/watchoutput $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
 	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so
 	rm -rf $(DESTDIR)$(LUA_SHAREDIR)/clua
 

@@ -1,6 +1,7 @@
 -- luarocks make rockspec/clua-scm-1.rockspec [--lua-version 5.x] [--tree DIR]
 -- Builds clua.so through the Makefile (every clua/*.c but the watchoutput
--- tool) and installs it with the Lua glue in lua/clua/.
+-- tool) and installs it with the Lua glue in lua/clua/; builds the
+-- watchoutput tool too and installs it into the tree's bin/.
 rockspec_format = "3.0"
 package = "clua"
 version = "scm-1"
@@ -27,7 +28,8 @@ external_dependencies = {
 }
 build = {
   type = "make",
-  build_target = "module",
+  build_target = "module tools",
+  install_target = "install-module",
   variables = {
     CC = "$(CC)",
     CFLAGS = "$(CFLAGS)",
@@ -41,5 +43,8 @@ build = {
   install_variables = {
     LUA_LIBDIR = "$(LIBDIR)",
     LUA_SHAREDIR = "$(LUADIR)",
+  },
+  install = {
+    bin = { watchoutput = "build/tools/watchoutput" },
   },
 }

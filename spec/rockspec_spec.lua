@@ -36,6 +36,11 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
         quote(tree .. "/share/lua/" .. v .. "/?.lua"), v, quote(chunk)))
       assert.is_true(ok, out)
       assert.equal("false function", out)
+
+      -- watchoutput goes into the tree's bin/, and runs from there
+      ok, out = run(quote(tree .. "/bin/watchoutput") .. " --version")
+      assert.is_true(ok, out)
+      assert.matches("^watchoutput ", out)
     end)
   end
 end)

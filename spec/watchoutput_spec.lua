@@ -1,0 +1,517 @@
+-- watchoutput (clua/watchoutput.c) run for real: its output relay, retry
+-- logic, signals, exit codes and environment; then under a real systemd
+-- user manager (spec/support/systemd.lua) its watchdog heartbeat.
+--
+-- The binary is $CLUA_TOOLS/watchoutput; point CLUA_TOOLS at
+-- build/tools-asan to run these against the ASan+UBSan build.
+
+local tools = os.getenv("CLUA_TOOLS") or "build/tools"
+local W = tools .. "/watchoutput"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function spit(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- Exit status of a shell command (Lua 5.1 and 5.2+ shapes).
+local function status(cmd)
+  local a, how, code = os.execute(cmd)
+  if type(a) == "number" then
+    return a % 256 == 0 and math.floor(a / 256) or 128 + a % 256
+  end
+  return how == "signal" and 128 + code or code
+end
+
+local tmp
+local function path(name) return tmp .. "/" .. name end
+
+-- run(script) runs a bash script with W set; returns exit code, stdout,
+-- stderr.
+local function run(script)
+  local body = "W=" .. q(W) .. "\nT=" .. q(tmp) .. "\n" .. script
+  spit(path("script.sh"), body)
+  local code = status("bash " .. q(path("script.sh")) .. " >" .. q(path("out"))
+    .. " 2>" .. q(path("err")))
+  return code, slurp(path("out")), slurp(path("err"))
+end
+
+local function lines(s)
+  local t = {}
+  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+
+local function have(prog)
+  return status("command -v " .. prog .. " >/dev/null 2>&1") == 0
+end
+
+describe("watchoutput #integration", function()
+  setup(function()
+    local p = io.popen("mktemp -d")
+    tmp = p:read("*l")
+    p:close()
+    assert(status("test -x " .. q(W)) == 0, W .. " is not built (make tools)")
+  end)
+  teardown(function()
+    if tmp then os.execute("rm -rf " .. q(tmp)) end
+  end)
+
+  describe("relays output", function()
+    it("passes seq 1 200000 through byte-identical, into a pipe and into a file", function()
+      local code, out = run([[
+        seq 1 200000 | md5sum
+        "$W" seq 1 200000 | md5sum
+        "$W" seq 1 200000 >"$T/seq.txt"; md5sum <"$T/seq.txt"
+      ]])
+      assert.equal(0, code)
+      local l = lines(out)
+      assert.equal(3, #l)
+      assert.equal(l[1], l[2])
+      assert.equal(l[1], l[3])
+    end)
+
+    it("passes 50 MB of random binary data through byte-identical", function()
+      local code, out = run([[
+        head -c 50M /dev/urandom >"$T/random"
+        md5sum <"$T/random"
+        "$W" cat "$T/random" | md5sum
+        "$W" cat "$T/random" >"$T/random.out"; md5sum <"$T/random.out"
+        rm -f "$T/random" "$T/random.out"
+      ]])
+      assert.equal(0, code)
+      local l = lines(out)
+      assert.equal(3, #l)
+      assert.equal(l[1], l[2])
+      assert.equal(l[1], l[3])
+    end)
+
+    it("keeps stdout on stdout and stderr on stderr, with and without --ignore-stderr", function()
+      local code, out, err = run([[
+        "$W" sh -c 'echo to-out; echo to-err >&2'
+        "$W" --ignore-stderr sh -c 'echo to-out2; echo to-err2 >&2'
+      ]])
+      assert.equal(0, code)
+      assert.equal("to-out\nto-out2\n", out)
+      assert.equal("to-err\nto-err2\n", err)
+    end)
+
+    it("relays the last bytes a child writes just before it dies", function()
+      local code, out = run([[
+        "$W" sh -c 'seq 1 50000; printf last-words; kill -9 $$'
+        echo " rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.truthy(out:find("\n50000\nlast%-words rc=137\n$"))
+    end)
+
+    it("exits with the child, within 2 s, while a grandchild keeps its output open", function()
+      local code, out = run([[
+        start=$(cut -d" " -f1 /proc/uptime | tr -d .)
+        "$W" sh -c 'sleep 3 & echo done; exit 5'
+        echo "rc=$? ms=$((($(cut -d" " -f1 /proc/uptime | tr -d .) - start) * 10))"
+      ]])
+      assert.equal(0, code)
+      local rc, ms = out:match("^done\nrc=(%d+) ms=(%d+)\n$")
+      assert.equal("5", rc, out)
+      assert.is_true(tonumber(ms) < 2000, out)
+    end)
+
+    it("passes a vanished reader on: watchoutput yes | head -2 ends with 128+13", function()
+      local code, out = run([[
+        timeout 10 "$W" yes | head -2
+        echo "rc=${PIPESTATUS[0]}"
+      ]])
+      assert.equal(0, code)
+      assert.equal("y\ny\nrc=141\n", out)
+    end)
+
+    it("stops option parsing at the command: watchoutput echo --help -h runs echo", function()
+      local code, out = run([["$W" echo --help -h]])
+      assert.equal(0, code)
+      assert.equal("--help -h\n", out)
+    end)
+  end)
+
+  describe("retries", function()
+    it("runs a command that exits 3 again after 1 s, and stops after --max-retries", function()
+      local code, out, err = run([[
+        "$W" --retry-on-exit 3 --wait-before-retry 1 --max-retries 2 -- \
+          sh -c 'cut -d" " -f1 /proc/uptime; exit 3'
+      ]])
+      assert.equal(3, code)
+      local t = lines(out)
+      assert.equal(3, #t)	-- the first run and two retries
+      for i = 2, 3 do
+        local gap = tonumber(t[i]) - tonumber(t[i - 1])
+        -- /proc/uptime: monotonic (other jobs step the wall clock), 10 ms steps
+        assert.is_true(gap >= 0.99, "retry came after " .. gap .. " s")
+      end
+      assert.truthy(err:find("retry 2 of 2"))
+    end)
+
+    it("ends with any other code at once", function()
+      local code, out = run([[
+        "$W" --retry-on-exit 3,5 --wait-before-retry 0 -- sh -c 'echo run; exit 4'
+      ]])
+      assert.equal(4, code)
+      assert.equal("run\n", out)
+    end)
+
+    it("retries a child killed by SIGKILL with --retry-on-exit -9", function()
+      local code, out = run([[
+        "$W" --retry-on-exit 2,-9 --wait-before-retry 0 --max-retries 2 -- \
+          sh -c 'echo run; kill -9 $$'
+      ]])
+      assert.equal(137, code)
+      assert.equal("run\nrun\nrun\n", out)
+    end)
+
+    it("does not retry a child killed by another signal", function()
+      local code, out = run([[
+        "$W" --retry-on-exit -9 --wait-before-retry 0 -- sh -c 'echo run; kill -TERM $$'
+      ]])
+      assert.equal(143, code)
+      assert.equal("run\n", out)
+    end)
+  end)
+
+  describe("signals", function()
+    -- Starts watchoutput on CHILD in the background, waits for "ready" on
+    -- its stdout, then runs STEPS; $p is watchoutput's pid, $c the child's.
+    -- Job control (set -m) because a plain background job starts with
+    -- SIGINT and SIGQUIT ignored, and an ignored signal stays ignored.
+    local function with_running(child, steps)
+      return run([[
+        set -m
+        "$W" ]] .. child .. [[ >"$T/sig.out" 2>"$T/sig.err" &
+        p=$!
+        for i in $(seq 100); do grep -q ready "$T/sig.out" && break; sleep 0.05; done
+        c=$(pgrep -P $p)
+        ]] .. steps)
+    end
+
+    it("forwards SIGTERM to the child and exits 128+15", function()
+      local code, out = with_running([[sh -c 'echo ready; exec sleep 100']], [[
+        kill -TERM $p
+        wait $p; echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("rc=143\n", out)
+      assert.truthy(slurp(path("sig.err")):find("killed by signal 15"))
+    end)
+
+    it("exits with the child's own code when the child handles SIGTERM", function()
+      local code, out = with_running(
+        [[sh -c 'trap "echo bye; exit 7" TERM; echo ready; while :; do sleep 0.05; done']], [[
+        kill -TERM $p
+        wait $p; echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("rc=7\n", out)
+      assert.equal("ready\nbye\n", slurp(path("sig.out")))
+    end)
+
+    it("exits 128+15 at once on SIGTERM while waiting to retry", function()
+      local code, out = with_running(
+        [[--retry-on-exit 3 --wait-before-retry 60 -- sh -c 'echo ready; exit 3']], [[
+        for i in $(seq 100); do grep -q 'retry 1 of' "$T/sig.err" && break; sleep 0.05; done
+        kill -TERM $p
+        wait $p; echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("rc=143\n", out)
+      assert.equal("ready\n", slurp(path("sig.out")))
+    end)
+
+    it("forwards SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2", function()
+      local code, out = with_running(
+        [[sh -c 'for s in INT HUP QUIT USR1 USR2; do trap "echo got-$s" $s; done
+              echo ready; while :; do sleep 0.05; done']], [[
+        for s in INT HUP QUIT USR1 USR2; do
+          kill -$s $p
+          for i in $(seq 100); do grep -q got-$s "$T/sig.out" && break; sleep 0.05; done
+        done
+        kill -KILL $c; wait $p; echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("rc=137\n", out)
+      assert.equal("ready\ngot-INT\ngot-HUP\ngot-QUIT\ngot-USR1\ngot-USR2\n",
+        slurp(path("sig.out")))
+    end)
+
+    it("takes the child down with it when killed by SIGKILL: no orphan within 2 s", function()
+      local code, out = with_running([[sh -c 'echo ready; exec sleep 100']], [[
+        test -n "$c" || echo no-child
+        kill -KILL $p
+        wait $p 2>/dev/null
+        gone=
+        for i in $(seq 40); do
+          if ! test -e /proc/$c || grep -q '^State:.*Z' /proc/$c/status 2>/dev/null; then
+            gone=1; break
+          fi
+          sleep 0.05
+        done
+        echo "gone=$gone"
+      ]])
+      assert.equal(0, code)
+      assert.equal("gone=1\n", out)
+    end)
+  end)
+
+  describe("bad input", function()
+    local function one_line(err)
+      local l = lines(err)
+      assert.equal(1, #l, "stderr: " .. err)
+      assert.truthy(l[1]:find("^watchoutput: "), err)
+      return l[1]
+    end
+
+    it("exits 2 with one line when no command is given", function()
+      local code, out, err = run([["$W"]])
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert.truthy(one_line(err):find("no command"))
+      local _
+      code, _, err = run([["$W" --ignore-stderr --]])
+      assert.equal(2, code)
+      one_line(err)
+    end)
+
+    it("exits 2 with one line for an unknown option", function()
+      local code, _, err = run([["$W" --frobnicate ls]])
+      assert.equal(2, code)
+      assert.truthy(one_line(err):find("%-%-frobnicate"))
+      code, _, err = run([["$W" -x ls]])
+      assert.equal(2, code)
+      one_line(err)
+    end)
+
+    it("exits 2 with one line for bad values", function()
+      for _, args in ipairs {
+        "--retry-on-exit abc", "--retry-on-exit 3,", "--retry-on-exit 256",
+        "--retry-on-exit -0", "--retry-on-exit ''", "--wait-before-retry x",
+        "--wait-before-retry -1", "--max-retries 1.5", "--max-retries -1",
+        "--max-retries",
+      } do
+        local code, out, err = run([["$W" ]] .. args .. [[ true]])
+        assert.equal(2, code, args)
+        assert.equal("", out, args)
+        one_line(err)
+      end
+    end)
+
+    it("exits 127 with one line for a missing program", function()
+      local code, out, err = run([[
+        "$W" /nonexistent/program-x; echo "rc=$?"
+        "$W" no-such-program-clua-x
+      ]])
+      assert.equal(127, code)
+      assert.equal("rc=127\n", out)
+      assert.equal(2, #lines(err))
+      assert.truthy(err:find("no%-such%-program%-clua%-x"))
+    end)
+
+    it("exits 126 with one line for a file that is not executable", function()
+      spit(path("notexec"), "echo hi\n")
+      local code, out, err = run([["$W" "$T/notexec"]])
+      assert.equal(126, code)
+      assert.equal("", out)
+      one_line(err)
+    end)
+
+    it("prints its help on stdout and exits 0 for --help", function()
+      local code, out = run([["$W" --help]])
+      assert.equal(0, code)
+      assert.truthy(out:find("^Usage: watchoutput"))
+    end)
+  end)
+
+  describe("environment", function()
+    it("gives the child no NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID, and the rest", function()
+      local code, out = run([[
+        NOTIFY_SOCKET="$T/no-socket" WATCHDOG_USEC=2000000 WATCHDOG_PID=1 CLUA_MARK=kept "$W" env
+      ]])
+      assert.equal(0, code)
+      assert.is_nil(out:find("NOTIFY_SOCKET"))
+      assert.is_nil(out:find("WATCHDOG_"))
+      assert.truthy(("\n" .. out):find("\nCLUA_MARK=kept\n"))
+    end)
+  end)
+
+  describe("idle", function()
+    -- strace over 2 s; the only line allowed is the poll() that strace's
+    -- attach interrupts and restarts.
+    local function syscalls_while_idle(child)
+      local code, out = run([[
+        "$W" ]] .. child .. [[ >"$T/idle.out" 2>/dev/null &
+        p=$!
+        for i in $(seq 100); do grep -q ready "$T/idle.out" && break; sleep 0.05; done
+        sleep 0.3
+        timeout 2 strace -f -p $p -o "$T/idle.strace" 2>/dev/null
+        kill -TERM $p; wait $p
+        grep -v -e 'restart_syscall' -e '^[0-9]* *poll(' "$T/idle.strace"
+        :
+      ]])
+      assert.equal(0, code)
+      return out
+    end
+
+    it("makes no system call while the child is silent", function()
+      if not have("strace") then return pending("needs strace") end
+      assert.equal("", syscalls_while_idle([[sh -c 'echo ready; exec sleep 100']]))
+    end)
+
+    it("makes no system call once the child closed its stdout but lives", function()
+      if not have("strace") then return pending("needs strace") end
+      assert.equal("", syscalls_while_idle(
+        [[sh -c 'echo ready; exec >&- 2>&-; exec sleep 100']]))
+    end)
+  end)
+  describe("make install", function()
+    it("puts watchoutput and its man page under DESTDIR/PREFIX; uninstall removes them", function()
+      local root = os.getenv("CLUA_ROOT") or "."
+      local code, out = run("R=" .. q(root) .. [[
+
+        make -s -C "$R" install-tools PREFIX=/opt/wo DESTDIR="$T/stage"
+        "$T/stage/opt/wo/bin/watchoutput" --version
+        test -f "$T/stage/opt/wo/share/man/man1/watchoutput.1" && echo man
+        # the page renders without a warning (where man-db is installed)
+        if command -v man >/dev/null; then
+          man --warnings -l "$T/stage/opt/wo/share/man/man1/watchoutput.1" 2>&1 >/dev/null
+        fi
+        make -s -C "$R" uninstall PREFIX=/opt/wo DESTDIR="$T/stage"
+        test -e "$T/stage/opt/wo/bin/watchoutput" && echo still-there
+        :
+      ]])
+      assert.equal(0, code)
+      assert.matches("^watchoutput %d+%.%d+%.%d+\nman\n$", out)
+    end)
+  end)
+end)
+
+describe("watchoutput under a real systemd --user #integration", function()
+  local systemd = require("support.systemd")
+  local mgr, why
+
+  setup(function()
+    local ok
+    ok, why = systemd.available()
+    if ok then mgr, why = systemd.start() end
+  end)
+  teardown(function()
+    if mgr then mgr:stop() end
+  end)
+
+  -- Installs and starts a Type=notify unit with WatchdogSec=2 running
+  -- watchoutput ARGS; returns false when systemd cannot run here.
+  local function service(name, args, extra)
+    if not mgr then
+      pending("needs a systemd --user manager: " .. tostring(why))
+      return false
+    end
+    mgr:install_unit(name, table.concat({
+      "[Service]", "Type=notify", "WatchdogSec=2",
+      "ExecStart=" .. W .. " " .. args, extra or "", "",
+    }, "\n"))
+    mgr:start(name)
+    assert(mgr:wait_for(name, "ActiveState", "active", 5),
+      name .. " did not become active; log:\n" .. mgr:log())
+    return true
+  end
+
+  it("keeps a unit whose child prints every 0.5 s active for 8 s with no restart", function()
+    if not service("talk.service", [[sh -c 'while :; do echo tick; sleep 0.5; done']],
+      "Restart=on-failure") then return end
+    local pid = mgr:show("talk.service", "MainPID")
+    os.execute("sleep 8")
+    assert.equal("active", mgr:show("talk.service", "ActiveState"))
+    assert.equal("0", mgr:show("talk.service", "NRestarts"))
+    assert.equal(pid, mgr:show("talk.service", "MainPID"))
+    -- STATUS= names the command, its pid and its last line
+    assert.truthy(mgr:show("talk.service", "StatusText"):find("^sh %(pid %d+%): tick$"))
+    mgr:stop_unit("talk.service")
+  end)
+
+  it("sends at most a few WATCHDOG=1 per interval however fast the child prints", function()
+    if not have("strace") then return pending("needs strace") end
+    if not service("chatty.service", [[sh -c 'while :; do echo x; sleep 0.001; done']],
+      "StandardOutput=null") then return end
+    local pid = mgr:show("chatty.service", "MainPID")
+    local _, out = systemd.run("timeout 2 strace -e trace=sendmsg -p " .. pid
+      .. " 2>&1 | grep -c 'WATCHDOG=1'")
+    -- a quarter of WatchdogSec: 4 in 2 s, one more for timing at the edges
+    local pings = tonumber(out)
+    assert.is_true(pings >= 2 and pings <= 5, "pings in 2 s: " .. out)
+    assert.equal("active", mgr:show("chatty.service", "ActiveState"))
+    mgr:stop_unit("chatty.service")
+  end)
+
+  it("makes no system call under a watchdog once the child fell silent", function()
+    if not have("strace") then return pending("needs strace") end
+    -- Output right after READY=1 waits for the rate limit (a quarter of
+    -- WatchdogSec, 2 s): that one timed wakeup, then none.
+    if not service("quiet.service", [[sh -c 'echo one; echo two; exec sleep 100']],
+      "WatchdogSec=8") then return end
+    local pid = mgr:show("quiet.service", "MainPID")
+    os.execute("sleep 2.5")
+    local _, out = systemd.run("f=$(mktemp); timeout 2 strace -f -p " .. pid
+      .. [[ -o "$f" 2>/dev/null; grep -v -e restart_syscall -e '^[0-9]* *poll(' "$f"; rm -f "$f"]])
+    assert.equal("", out)
+    assert.truthy(mgr:show("quiet.service", "StatusText"):find(": two$"))
+    mgr:stop_unit("quiet.service")
+  end)
+
+  it("lets the watchdog kill a silent child (sleep 100): Result=watchdog within 3 s", function()
+    if not service("silent.service", "sleep 100") then return end
+    local ok, last = mgr:wait_for("silent.service", "Result", "watchdog", 3)
+    assert.is_true(ok, "Result=" .. tostring(last))
+  end)
+
+  it("treats a child that closed its stdout as silent, and Restart=on-failure starts it again",
+    function()
+      if not service("closed.service", [[sh -c 'exec >&-; sleep 100']],
+        "Restart=on-failure\nRestartSec=2") then return end
+      local pid = mgr:show("closed.service", "MainPID")
+      local ok, last = mgr:wait_for("closed.service", "Result", "watchdog", 3)
+      assert.is_true(ok, "Result=" .. tostring(last))
+      ok, last = mgr:wait_for("closed.service", "NRestarts", "1", 5)
+      assert.is_true(ok, "NRestarts=" .. tostring(last))
+      assert.is_true(mgr:wait_for("closed.service", "ActiveState", "active", 5))
+      assert.are_not.equal(pid, mgr:show("closed.service", "MainPID"))
+      mgr:stop_unit("closed.service")
+    end)
+
+  it("hides NOTIFY_SOCKET and WATCHDOG_* from the child while using them itself", function()
+    local envfile = mgr and (mgr.dir .. "/child.env")
+    if not service("env.service", "sh -c 'env >" .. envfile .. "; sleep 100'") then return end
+    local f = assert(io.open(envfile))
+    local env = f:read("*a")
+    f:close()
+    assert.truthy(env:find("PATH="))
+    assert.is_nil(env:find("NOTIFY_SOCKET"))
+    assert.is_nil(env:find("WATCHDOG_"))
+    mgr:stop_unit("env.service")
+  end)
+
+  it("leaves a unit inactive, not failed, after systemctl stop",
+    function()
+      if not service("stop.service", "sleep 100") then return end
+      assert.is_true(mgr:stop_unit("stop.service"))
+      assert.equal("inactive", mgr:show("stop.service", "ActiveState"))
+      assert.equal("success", mgr:show("stop.service", "Result"))
+    end)
+end)
+
