@@ -147,6 +147,18 @@ static void push_where(lua_State *L)
 	lua_pushliteral(L, "");
 }
 
+#define LAST_KEY "clua.stallguard.last"
+
+/* Keeps a copy of the message on top of the stack for stallguard:last():
+ * the error itself lands in whatever pcall is nearest, which may be code
+ * the guard's owner never sees (awful.remote, a gears.timer). */
+static int remember_and_raise(lua_State *L)
+{
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, LAST_KEY);
+	return lua_error(L);
+}
+
 /* Raises "<where>: main loop stalled for N s: interrupted" plus a
  * traceback of the interrupted code. */
 static int raise_stall(lua_State *L, long long stalled_ns)
@@ -169,7 +181,7 @@ static int raise_stall(lua_State *L, long long stalled_ns)
 			lua_pushvalue(L, -4);
 			lua_pushinteger(L, 1);
 			lua_call(L, 2, 1);
-			return lua_error(L);
+			return remember_and_raise(L);
 		}
 		lua_pop(L, 1);
 	}
@@ -177,7 +189,7 @@ static int raise_stall(lua_State *L, long long stalled_ns)
 #else
 	luaL_traceback(L, L, lua_tostring(L, -1), 0);
 #endif
-	return lua_error(L);
+	return remember_and_raise(L);
 }
 
 /* At the next Lua instruction of the main thread, after a signal. */
@@ -417,6 +429,21 @@ static int l_stalls(lua_State *L)
 }
 
 /***
+ * The message (with its traceback) of the last interrupt of any guard in
+ * this Lua state, for reporting it where the error itself is not seen.
+ * @function stallguard:last
+ * @treturn[1] string
+ * @return[2] nil when Lua was never interrupted
+ */
+static int l_last(lua_State *L)
+{
+	check_guard(L);
+	clua_checknargs(L, 1);
+	lua_getfield(L, LUA_REGISTRYINDEX, LAST_KEY);
+	return 1;
+}
+
+/***
  * Stop the watcher thread and give its signal back. Idempotent; `__gc` and
  * (Lua 5.4) `__close` do the same.
  * @function stallguard:stop
@@ -455,6 +482,7 @@ static int m_tostring(lua_State *L)
 static const luaL_Reg guard_methods[] = {
 	{"tick", l_tick},
 	{"stalls", l_stalls},
+	{"last", l_last},
 	{"stop", l_stop},
 	{NULL, NULL}
 };

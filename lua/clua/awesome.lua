@@ -1,0 +1,460 @@
+---------------------------------------------------------------------------
+--- Keep Awesome healthy on a systemd desktop, with one line in rc.lua.
+--
+--    local cluawm = require("clua.awesome")
+--    cluawm.setup { subreaper = true, clock = true, watchdog = true, stall = 10 }
+--
+-- * **subreaper**: orphans of the programs Awesome starts re-parent to
+--   Awesome (which reaps them) instead of init.
+-- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
+--   seen the moment it happens: the `clua::clock_changed` signal is emitted
+--   and every `wibox.widget.textclock` shows the right time at once.
+-- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
+--   feeds the watchdog, so a hung Awesome is killed and restarted.
+-- * **stall**: a runaway Lua loop is interrupted with a traceback after
+--   `stall` seconds without the main loop turning.
+--
+-- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
+-- never reaps there and never touches SIGCHLD (a `waitpid(-1)` from Lua would
+-- steal the exit status `awful.spawn.easy_async` waits for).
+--
+-- @author clua
+-- @module clua.awesome
+---------------------------------------------------------------------------
+
+local capi = { awesome = awesome }
+local setmetatable = setmetatable
+local tostring = tostring
+local type = type
+local error = error
+local pairs = pairs
+local string = string
+local table = table
+local getmetatable = getmetatable
+local math = math
+
+local clua = require("clua")
+local lgi = require("lgi")
+local gtimer = require("gears.timer")
+local gdebug = require("gears.debug")
+local protected_call = require("gears.protected_call")
+
+local cluawm = {}
+
+-- Everything setup() started, and what status() reports.  Module state, so
+-- a second setup() sees the first one.
+local state = {
+    done = false,
+    options = nil,
+    subreaper = nil,       -- true, or the error text
+    sweep_timer = nil,
+    swept = 0,
+    clock = nil,           -- the clockwatch
+    clock_how = nil,       -- which GLib call watches its fd
+    clock_source = nil,    -- the GLib source id
+    clock_events = 0,
+    last_jump = nil,
+    last_suspended = nil,
+    textclocks = setmetatable({}, { __mode = "k" }),
+    watchdog_usec = nil,
+    heartbeat = nil,       -- the gears.timer feeding the watchdog
+    heartbeats = 0,
+    ready_sent = false,
+    stall_limit = nil,
+    guard = nil,
+    stall_timer = nil,
+    stalls_seen = 0,
+    last_tick = nil,
+    longest_stall = 0,
+    errors = {},           -- features that failed to start, with why
+}
+
+-- The monotonic clock, in seconds (GLib's, like gears.timer's).
+local monotonic
+do
+    local GLib = lgi.GLib
+    monotonic = function() return GLib.get_monotonic_time() / 1e6 end
+end
+
+-- Reports an error without raising: on stderr through gears.debug and as
+-- the `debug::error` signal, which Awesome's default rc.lua turns into a
+-- notification.
+local function report(message)
+    message = "clua.awesome: " .. tostring(message)
+    gdebug.print_error(message)
+    if capi.awesome and capi.awesome.emit_signal then
+        protected_call(capi.awesome.emit_signal, "debug::error", message)
+    end
+end
+
+-- Wraps a main-loop callback: it runs through gears.protected_call (an
+-- error is reported with its traceback) and the wrapper always returns
+-- true, because lgi removes a GLib source whose callback returns false or
+-- raises.
+local function keep_source(f)
+    return function(...)
+        protected_call(f, ...)
+        return true
+    end
+end
+
+-- systemd notification, used by every part -------------------------
+
+local status_line -- forward
+
+local function notify(name, ...)
+    local f = clua[name]
+    if not f then return end
+    local ok, msg = f(...)
+    if ok == nil then report(name .. ": " .. tostring(msg)) end
+    return ok
+end
+
+-- Tells systemd what changed (STATUS=), when the watchdog option is on.
+local function update_status()
+    if state.options.watchdog and state.ready_sent then
+        notify("notify_status", status_line())
+    end
+end
+
+-- Subreaper -------------------------------------------------------------
+
+local function start_subreaper()
+    local ok, msg = clua.setsubreap(true)
+    if not ok then
+        state.errors.subreaper = msg
+        report("setsubreap: " .. tostring(msg))
+        return
+    end
+    state.subreaper = true
+    -- Awesome >= 4.3 has its own SIGCHLD handler reaping every child with
+    -- waitpid(-1), adopted orphans included: reaping here would steal its
+    -- statuses.  Only without a handler (older Awesome) do the zombies pile
+    -- up, and then a coarse sweep, which leaves young zombies to whoever
+    -- waits for them, collects them.
+    local disposition = clua.sigchld and clua.sigchld()
+    if disposition ~= "handler" and clua.sweep then
+        state.sweep_timer = gtimer {
+            timeout = 5,
+            autostart = true,
+            callback = function()
+                local gone = clua.sweep()
+                if gone then state.swept = state.swept + #gone end
+            end,
+        }
+    end
+end
+
+-- Clock -----------------------------------------------------------------
+
+-- Finds how this GLib/lgi watches an fd for readability.  Returns a name
+-- for status() and a function(fd, callback) -> source id.  Looked up at
+-- setup time (not at load time) so a test can hide a spelling.
+local function find_fd_watch()
+    local GLib = lgi.GLib
+    local IN = GLib.IOCondition.IN
+    -- GLib 2.74 with lgi 0.9.2 (Debian 12): only the *_full form exists.
+    if GLib.unix_fd_add_full then
+        return "GLib.unix_fd_add_full", function(fd, cb)
+            return GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, fd, IN, cb)
+        end
+    end
+    -- GLib >= 2.80 moved it to GLibUnix, and 2.88 dropped the old alias.
+    local ok, GLibUnix = pcall(lgi.require, "GLibUnix")
+    if ok and GLibUnix and GLibUnix.fd_add_full then
+        return "GLibUnix.fd_add_full", function(fd, cb)
+            return GLibUnix.fd_add_full(GLib.PRIORITY_DEFAULT, fd, IN, cb)
+        end
+    end
+    -- Works everywhere.  The channel does not own the fd (close-on-unref is
+    -- off by default): the clockwatch closes it.
+    return "GLib.io_add_watch", function(fd, cb)
+        local channel = GLib.IOChannel.unix_new(fd)
+        return GLib.io_add_watch(channel, GLib.PRIORITY_DEFAULT, IN, cb)
+    end
+end
+
+-- Makes every textclock created since setup show the current time.
+local function refresh_textclocks()
+    for clock in pairs(state.textclocks) do
+        protected_call(clock.force_update, clock)
+    end
+end
+
+-- Why the constructor is wrapped: nothing in Awesome lists the textclocks
+-- that exist (each owns a private weak gears.timer), and walking the widget
+-- trees of all wiboxes would miss a textclock not shown at the moment.
+-- Wrapping `wibox.widget.textclock`'s constructor (its metatable's __call)
+-- sees every textclock built after setup(), which is where rc.lua builds
+-- them; a weak-keyed set keeps them collectable.
+local function track_textclocks()
+    local ok, textclock = pcall(require, "wibox.widget.textclock")
+    if not ok or type(textclock) ~= "table" then return end
+    local mt = getmetatable(textclock)
+    if not mt or type(mt.__call) ~= "function" or mt.__clua_wrapped then return end
+    local new = mt.__call
+    mt.__call = function(...)
+        local widget = new(...)
+        if widget then state.textclocks[widget] = true end
+        return widget
+    end
+    mt.__clua_wrapped = true
+end
+
+local function on_clock_readable()
+    local event, msg = state.clock:read()
+    if not event then
+        if msg then report("clockwatch read: " .. tostring(msg)) end
+        return
+    end
+    state.clock_events = state.clock_events + 1
+    state.last_jump = event.jump
+    state.last_suspended = event.suspended
+    refresh_textclocks()
+    capi.awesome.emit_signal("clua::clock_changed",
+        { jump = event.jump, suspended = event.suspended })
+    update_status()
+end
+
+local function start_clock()
+    if not clua.clockwatch then
+        state.errors.clock = "this clua has no clockwatch"
+        report("clock: " .. state.errors.clock)
+        return
+    end
+    local watch, msg = clua.clockwatch()
+    if not watch then
+        state.errors.clock = msg
+        report("clockwatch: " .. tostring(msg))
+        return
+    end
+    state.clock = watch
+    track_textclocks()
+    local how, add = find_fd_watch()
+    state.clock_how = how
+    state.clock_source = add(watch:fd(), keep_source(on_clock_readable))
+end
+
+-- systemd notification and watchdog -------------------------------------
+
+local function send_ready()
+    if state.ready_sent then return end
+    state.ready_sent = true
+    notify("notify_ready", status_line())
+end
+
+local function start_notify()
+    -- READY=1, RELOADING=1, STOPPING=1 and STATUS= go out whenever a
+    -- service manager listens (each call is a no-op returning false without
+    -- NOTIFY_SOCKET), so a Type=notify unit without WatchdogSec= starts too.
+    -- The heartbeat timer runs only when the watchdog is on for this pid.
+    local usec = clua.watchdog_usec and clua.watchdog_usec()
+    if usec then
+        state.watchdog_usec = usec
+        state.heartbeat = gtimer {
+            timeout = usec / 1e6 / 2,
+            autostart = true,
+            callback = function()
+                if notify("notify_watchdog") then
+                    state.heartbeats = state.heartbeats + 1
+                end
+            end,
+        }
+    end
+    if capi.awesome.startup then
+        capi.awesome.connect_signal("startup", send_ready)
+    else
+        -- setup() called after startup (from awesome-client, or late in a
+        -- config loaded some other way).
+        send_ready()
+    end
+    capi.awesome.connect_signal("exit", function(restart)
+        if restart then
+            -- The new image sends READY=1 again from its own setup().
+            notify("notify_reloading")
+        else
+            notify("notify_stopping")
+        end
+    end)
+end
+
+-- Stall breaker ---------------------------------------------------------
+
+-- How the longest stall is measured: the tick timer wants to run every
+-- limit/4 seconds; it can only run late when the main loop did not turn, so
+-- (time since the previous tick - limit/4) is how long the loop was held up.
+-- The largest such delay is the longest stall seen, interrupted or not.
+local function on_stall_tick()
+    local now = monotonic()
+    if state.last_tick then
+        local late = now - state.last_tick - state.stall_limit / 4
+        if late > state.longest_stall then state.longest_stall = late end
+    end
+    state.last_tick = now
+    state.guard:tick()
+    local n = state.guard:stalls()
+    if n > state.stalls_seen then
+        -- The error itself went to whichever pcall was nearest (awful.remote,
+        -- a gears.timer...); report it here too, with its traceback.
+        local detail = state.guard:last()
+        state.stalls_seen = n
+        report("Lua interrupted: the main loop did not turn for " ..
+            string.format("%g", state.stall_limit) .. " s (" .. n ..
+            (n == 1 and " stall" or " stalls") .. " so far)" ..
+            (detail and ("\n" .. tostring(detail)) or ""))
+        update_status()
+    end
+end
+
+local function start_stall(limit)
+    if not clua.stallguard then
+        state.errors.stall = "this clua has no stallguard"
+        report("stall: " .. state.errors.stall)
+        return
+    end
+    local guard, msg = clua.stallguard(limit)
+    if not guard then
+        state.errors.stall = msg
+        report("stallguard: " .. tostring(msg))
+        return
+    end
+    state.guard = guard
+    state.stall_limit = limit
+    state.last_tick = monotonic()
+    state.stall_timer = gtimer {
+        timeout = limit / 4,
+        autostart = true,
+        callback = on_stall_tick,
+    }
+    -- Awesome tears itself down before exec'ing (restart) or exiting; that
+    -- may take longer than the limit and must not be interrupted.
+    capi.awesome.connect_signal("exit", function()
+        state.stall_timer:stop()
+        guard:stop()
+    end)
+end
+
+-- Public API ------------------------------------------------------------
+
+local function check_option(args, name, allow_number)
+    local v = args[name]
+    if v == nil then return true end
+    if type(v) == "boolean" then return v end
+    if allow_number and type(v) == "number" and v > 0 and v == v and v < math.huge then
+        return v
+    end
+    error("clua.awesome.setup: bad option '" .. name .. "' (" ..
+        (allow_number and "false or a number > 0" or "boolean") ..
+        " expected, got " .. type(v) .. " " .. tostring(v) .. ")", 3)
+end
+
+--- Start everything.  Call once, near the top of rc.lua (before the
+-- textclocks are built).  A second call changes nothing.
+-- @tparam[opt] table args
+-- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
+-- @tparam[opt=true] boolean args.clock watch wall-clock changes
+-- @tparam[opt=true] boolean args.watchdog talk to systemd (READY, STOPPING,
+--   RELOADING, STATUS) and feed `WatchdogSec=` when set
+-- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
+--   seconds without the main loop turning; `false` turns it off
+-- @treturn boolean true the first time, false when already set up
+function cluawm.setup(args)
+    if args ~= nil and type(args) ~= "table" then
+        error("clua.awesome.setup: bad argument #1 (table expected, got " .. type(args) .. ")", 2)
+    end
+    args = args or {}
+    for k in pairs(args) do
+        if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall" then
+            error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
+        end
+    end
+    local options = {
+        subreaper = check_option(args, "subreaper"),
+        clock = check_option(args, "clock"),
+        watchdog = check_option(args, "watchdog"),
+        stall = check_option(args, "stall", true),
+    }
+    if options.stall == true then options.stall = 10 end
+    if state.done then return false end
+    state.done = true
+    state.options = options
+
+    if options.subreaper then start_subreaper() end
+    if options.clock then start_clock() end
+    if options.stall then start_stall(options.stall) end
+    if options.watchdog then start_notify() end
+    return true
+end
+
+local function seconds(x)
+    if x == nil then return "none" end
+    return string.format("%+.3f s", x)
+end
+
+-- The one-line summary sent as systemd's STATUS=.
+function status_line()
+    local parts = {}
+    if state.subreaper then
+        local kids = clua.children and clua.children()
+        parts[#parts + 1] = "subreaper" .. (kids and (", " .. #kids .. " children") or "")
+    end
+    if state.clock then
+        parts[#parts + 1] = state.clock_events .. " clock changes"
+    end
+    if state.guard then
+        parts[#parts + 1] = state.stalls_seen .. " stalls interrupted"
+    end
+    return "clua: " .. (#parts > 0 and table.concat(parts, "; ") or "idle")
+end
+
+--- A human-readable summary, several lines:
+-- `awesome-client 'return require("clua.awesome").status()'`.
+-- @treturn string
+function cluawm.status()
+    local lines = {}
+    local function add(...) lines[#lines + 1] = table.concat({ ... }) end
+    if not state.done then
+        return "clua.awesome: setup() not called"
+    end
+    local o = state.options
+    if state.subreaper then
+        local on = clua.getsubreap()
+        add("subreaper: ", on and "on" or "OFF",
+            state.sweep_timer
+                and (", sweeping (SIGCHLD has no handler), " .. state.swept .. " swept")
+                or ", Awesome reaps (SIGCHLD handler)")
+        local kids = clua.children and clua.children()
+        add("children: ", kids and tostring(#kids) or "unknown")
+    else
+        add("subreaper: ",
+            o.subreaper and ("failed: " .. tostring(state.errors.subreaper)) or "off")
+    end
+    if state.clock then
+        add("clock: watching fd ", tostring(state.clock:fd()), " via ", state.clock_how)
+        add("clock events: ", tostring(state.clock_events),
+            ", last jump ", seconds(state.last_jump),
+            ", last suspend ", seconds(state.last_suspended))
+    else
+        add("clock: ", o.clock and ("failed: " .. tostring(state.errors.clock)) or "off")
+    end
+    if state.watchdog_usec then
+        add("watchdog: every ", string.format("%g", state.watchdog_usec / 1e6),
+            " s, heartbeat every ", string.format("%g", state.watchdog_usec / 2e6),
+            " s, ", tostring(state.heartbeats), " heartbeats sent")
+    else
+        add("watchdog: ", o.watchdog and "not enabled by a service manager" or "off")
+    end
+    if state.guard then
+        add("stall: limit ", string.format("%g", state.stall_limit), " s, ",
+            tostring(state.guard:stalls()), " interrupted, longest main-loop stall ",
+            string.format("%.1f", state.longest_stall), " s")
+    else
+        add("stall: ", o.stall and ("failed: " .. tostring(state.errors.stall)) or "off")
+    end
+    return table.concat(lines, "\n")
+end
+
+-- For the specs: what setup() started (read-only use).
+cluawm._state = state
+
+return cluawm

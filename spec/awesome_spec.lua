@@ -1,0 +1,462 @@
+-- clua.awesome (lua/clua/awesome.lua) inside a real, headless Awesome 4.3,
+-- and under a real systemd user manager for the watchdog.
+local harness = require("support.awesome")
+local testkit = require("testkit")
+
+local root = os.getenv("CLUA_ROOT") or "."
+
+-- The rc.lua most tests share: the glue with its defaults, a textclock
+-- showing seconds that refreshes only once an hour (so only the glue can
+-- make it right after a clock step), and a log of clua::clock_changed.
+local RC = [[
+local GLib = require("lgi").GLib
+clua_spec = { clock = {} }
+require("clua.awesome").setup {}
+local wibox = require("wibox")
+clua_spec.textclock = wibox.widget.textclock("%s", 3600)
+awesome.connect_signal("clua::clock_changed", function(change)
+    table.insert(clua_spec.clock, {
+        t = GLib.get_monotonic_time() / 1e6,
+        jump = change.jump, suspended = change.suspended,
+        shown = clua_spec.textclock.text, now = os.time(),
+    })
+end)
+]]
+
+local function skip_unless_available()
+  local ok, why = harness.available()
+  if not ok then pending("needs Awesome under Xvfb: " .. why) end
+  return ok
+end
+
+-- Whether this build of clua has `name` (the C concerns land separately).
+local function has(wm, name)
+  return wm:client("return require('clua')." .. name .. " ~= nil")
+end
+
+describe("clua.awesome in a real Awesome #integration", function()
+  local wm
+
+  setup(function()
+    if harness.available() then
+      wm = assert(harness.start { rc = harness.rc(RC) })
+    end
+  end)
+
+  teardown(function()
+    if wm then wm:stop() end
+  end)
+
+  it("starts from rc.lua without startup errors and makes Awesome a subreaper", function()
+    if not skip_unless_available() then return end
+    assert.is_true(wm:client("return require('clua').getsubreap()"))
+    assert.is_nil(wm:client("return awesome.startup_errors"))
+  end)
+
+  it("returns its summary through awesome-client", function()
+    if not skip_unless_available() then return end
+    local text = wm:client([[return require("clua.awesome").status()]])
+    assert.is_string(text)
+    assert.matches("subreaper: on", text, 1, true)
+    assert.matches("\nclock: ", text, 1, true)
+    assert.matches("\nwatchdog: not enabled by a service manager", text, 1, true)
+    assert.matches("\nstall: ", text, 1, true)
+    assert.is_true(select(2, text:gsub("\n", "")) >= 4, "several lines expected:\n" .. text)
+  end)
+
+  it("starts no heartbeat timer and raises nothing outside a service manager", function()
+    if not skip_unless_available() then return end
+    assert.is_nil(wm:client("return os.getenv('NOTIFY_SOCKET')"))
+    assert.is_true(wm:client("return require('clua.awesome')._state.heartbeat == nil"))
+    assert.is_true(wm:client("return require('clua.awesome')._state.ready_sent"))
+    assert.is_nil(wm:client("return awesome.startup_errors"))
+  end)
+
+  it("changes nothing when setup is called a second time", function()
+    if not skip_unless_available() then return end
+    local snapshot = [[
+      local s = require("clua.awesome")._state
+      local t = {}
+      for _, k in ipairs { "clock", "clock_source", "guard", "stall_timer",
+                           "heartbeat", "sweep_timer", "options" } do
+        t[#t + 1] = k .. "=" .. tostring(s[k])
+      end
+      return table.concat(t, " ")
+    ]]
+    local before = wm:client(snapshot)
+    local fds = harness.fd_count(wm:pid())
+    assert.is_false(wm:client(
+      [[return require("clua.awesome").setup { stall = 3, clock = false }]]))
+    assert.equal(before, wm:client(snapshot))
+    assert.equal(fds, harness.fd_count(wm:pid()))
+  end)
+
+  it("rejects bad options with an error naming the option", function()
+    if not skip_unless_available() then return end
+    local out = wm:client(
+      [[return select(2, pcall(require("clua.awesome").setup, { stall = "10" }))]])
+    assert.matches("bad option 'stall'", out, 1, true)
+    out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { subreaper = 1 }))]])
+    assert.matches("bad option 'subreaper'", out, 1, true)
+    out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { clcok = true }))]])
+    assert.matches("unknown option 'clcok'", out, 1, true)
+  end)
+
+  it("never steals a status: 500 easy_async exit codes are right while orphans churn", function()
+    if not skip_unless_available() then return end
+    wm:client([[
+      local awful, gears = require("awful"), require("gears")
+      local A = { want = {}, got = {}, done = 0, orphans = 0 }
+      clua_spec.async = A
+      local n, inflight, started = 500, 0, 0
+      local function launch()
+        while started < n and inflight < 40 do
+          started = started + 1
+          local i, code = started, math.random(0, 255)
+          A.want[i] = code
+          inflight = inflight + 1
+          awful.spawn.easy_async({ "sh", "-c", "exit " .. code }, function(_, _, reason, c)
+            A.got[i] = reason .. " " .. tostring(c)
+            A.done = A.done + 1
+            inflight = inflight - 1
+            launch()
+          end)
+        end
+      end
+      launch()
+      -- Orphans: each shell exits at once, leaving two sleeps to Awesome.
+      local churn
+      churn = gears.timer { timeout = 0.05, autostart = true, callback = function()
+        if A.done >= n then churn:stop() return end
+        awful.spawn.with_shell("sleep 0.05 & sleep 0.1 &")
+        A.orphans = A.orphans + 2
+      end }
+    ]])
+    local done = harness.wait_until(90, function()
+      return wm:client("return clua_spec.async.done") == 500
+    end, 0.5)
+    assert.is_truthy(done, "not all 500 callbacks ran: "
+      .. tostring(wm:client("return clua_spec.async.done")))
+    local wrong, orphans = wm:client([[
+      local A, bad = clua_spec.async, {}
+      for i = 1, 500 do
+        if A.got[i] ~= "exit " .. A.want[i] then
+          bad[#bad + 1] = i .. ": want exit " .. A.want[i] .. ", got " .. tostring(A.got[i])
+        end
+      end
+      return table.concat(bad, "; "), A.orphans
+    ]])
+    assert.equal("", wrong)
+    assert.is_true(orphans >= 20, "orphans churned: " .. orphans)
+  end)
+
+  it("leaves io.popen():close() and os.execute() their real statuses", function()
+    if not skip_unless_available() then return end
+    local out = wm:client([[
+      local p = io.popen("exit 3")
+      p:read("a")
+      local a, b, c = p:close()
+      local d, e, f = os.execute("exit 5")
+      local g, h, i = os.execute("kill -9 $$")
+      return table.concat({ tostring(a), b, c, tostring(d), e, f, tostring(g), h, i }, ",")
+    ]])
+    assert.equal("nil,exit,3,nil,exit,5,nil,signal,9", out)
+  end)
+
+  it("leaves SIGCHLD to Awesome's own handler", function()
+    if not skip_unless_available() then return end
+    if not has(wm, "sigchld") then
+      pending("clua.sigchld is not in this build (process.c)")
+      return
+    end
+    assert.equal("handler", wm:client("return require('clua').sigchld()"))
+    assert.is_nil(wm:client("return require('clua.awesome')._state.sweep_timer"))
+  end)
+
+  it("adopts 1,000 double-forked grandchildren, no zombie 2 s after the last exits", function()
+    if not skip_unless_available() then return end
+    local pid = wm:pid()
+    local baseline = {}
+    for _, c in ipairs(harness.children(pid)) do baseline[c] = true end
+    -- Each grandchild lives 5 s, longer than a wave takes to create, so a
+    -- sample of Awesome's children after each wave sees all of that wave.
+    local LIFETIME = 5
+    local adopted, n = {}, 0
+    local function sample()
+      for _, c in ipairs(harness.children(pid)) do
+        -- (the shells with_shell starts are Awesome's own children)
+        local comm = (harness.readfile("/proc/" .. c .. "/comm") or ""):gsub("%s+$", "")
+        if not baseline[c] and not adopted[c] and comm ~= "sh" and comm ~= "" then
+          adopted[c] = true
+          n = n + 1
+        end
+      end
+    end
+    -- awful.spawn.with_shell("sleep 5 &"), as rc.lua does it; then waves of
+    -- testkit.orphans, which forks a child that forks the grandchildren and
+    -- exits at once.  The machine allows about 4,900 tasks in all, shared
+    -- with whatever else runs: fork may fail, so count what was created.
+    wm:client(([[for _ = 1, 100 do require("awful").spawn.with_shell("sleep %d &") end]])
+      :format(LIFETIME))
+    local created = 100
+    sample()
+    for _ = 1, 10 do
+      if created >= 1000 then break end
+      created = created + wm:client(("return require('testkit').orphans(%d, %d)")
+        :format(math.min(300, 1000 - created), LIFETIME))
+      sample()
+    end
+    local last_created = testkit.now("monotonic")
+    assert.equal(1000, created)
+    assert.is_true(n >= 1000, "adopted by Awesome: " .. n .. " of 1000")
+    -- 2 s after the last one exited, none is left, zombie or not.
+    testkit.sleep(last_created + LIFETIME + 2 - testkit.now("monotonic"))
+    local left, zombies = 0, 0
+    for _, c in ipairs(harness.children(pid)) do
+      if adopted[c] then left = left + 1 end
+      if harness.stat(c) == "Z" then zombies = zombies + 1 end
+    end
+    assert.equal(0, zombies)
+    assert.equal(0, left)
+  end)
+
+  describe("on a wall-clock change", function()
+    -- Events logged since monotonic time t0 (and before t1, if given): how
+    -- many, and the first one whose jump is near `near` (any, if nil):
+    -- delay after t0, jump, suspended, what the textclock showed, os.time().
+    local function clock_events(t0, t1, near)
+      return wm:client(string.format([[
+        local n, pick = 0
+        for _, e in ipairs(clua_spec.clock) do
+          if e.t >= %.6f and e.t < %.6f then
+            n = n + 1
+            if not pick and (%s == nil or math.abs(e.jump - (%s or 0)) < 1) then pick = e end
+          end
+        end
+        if not pick then return n end
+        -- (dbus-send prints a double with 6 digits: send big ones as text)
+        return n, pick.t - %.6f, pick.jump, pick.suspended, pick.shown, tostring(pick.now)
+      ]], t0, t1 or 1e12, tostring(near), tostring(near), t0))
+    end
+
+    it("emits clua::clock_changed once, within 100 ms, on setting the clock to itself", function()
+      if not skip_unless_available() then return end
+      if not has(wm, "clockwatch") then
+        pending("clua.clockwatch is not in this build (clock.c)")
+        return
+      end
+      -- Other programs on this shared machine may set the clock too (their
+      -- specs do): only a quiet 0.3 s before and 0.3 s after our own set
+      -- counts.  Try again while it is noisy, for up to 20 rounds.
+      local n, delay, jump, suspended, noisy
+      for _ = 1, 20 do
+        local before = testkit.now("monotonic")
+        testkit.sleep(0.3)
+        local t0 = testkit.now("monotonic")
+        local ok, msg = testkit.clock_step(0)
+        if not ok then
+          pending("needs CAP_SYS_TIME to set the clock: " .. tostring(msg))
+          return
+        end
+        testkit.sleep(0.3)
+        noisy = clock_events(before, t0) > 0
+        n, delay, jump, suspended = clock_events(t0)
+        if not noisy and n == 1 then break end
+        testkit.sleep(0.5)
+      end
+      assert.is_false(noisy, "the clock was set by someone else in every round")
+      assert.equal(1, n)
+      assert.is_true(delay < 0.1, "signal after " .. delay .. " s")
+      assert.is_true(math.abs(jump) < 0.05, "jump " .. jump)
+      assert.is_true(math.abs(suspended) < 0.001, "suspended " .. suspended)
+    end)
+
+    it("shows the right time in a textclock with seconds right after a +120 s step", function()
+      if not skip_unless_available() then return end
+      if not has(wm, "clockwatch") then
+        pending("clua.clockwatch is not in this build (clock.c)")
+        return
+      end
+      local t0 = testkit.now("monotonic")
+      local ok, msg = testkit.clock_step(120)
+      if not ok then
+        pending("needs CAP_SYS_TIME to step the clock: " .. tostring(msg))
+        return
+      end
+      finally(function() testkit.clock_step(-120) end)
+      local seen = harness.wait_until(1, function()
+        return select(2, clock_events(t0, nil, 120)) ~= nil
+      end)
+      local shown_now = tonumber(wm:client("return clua_spec.textclock.text"))
+      local real_now = testkit.now("realtime")
+      assert.is_truthy(seen, "no clua::clock_changed after the step")
+      local _, _, jump, _, shown, awesome_now = clock_events(t0, nil, 120)
+      assert.is_true(math.abs(jump - 120) < 1, "jump " .. tostring(jump))
+      -- In the signal handler the textclock already shows the new time.
+      assert.is_true(math.abs(tonumber(shown) - tonumber(awesome_now)) <= 1,
+        "textclock showed " .. shown .. " at " .. awesome_now)
+      assert.is_true(math.abs(shown_now - real_now) <= 1.5,
+        "textclock shows " .. shown_now .. ", the time is " .. real_now)
+    end)
+  end)
+
+  it("leaks no fd across five awesome.restart() (exec in place)", function()
+    if not skip_unless_available() then return end
+    local pid = wm:pid()
+    local fds = harness.fd_count(pid)
+    for _ = 1, 5 do
+      assert(wm:restart())
+    end
+    assert.equal(pid, wm:pid())
+    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
+      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
+    -- And the glue is set up again in the new image.
+    assert.is_true(wm:client("return require('clua').getsubreap()"))
+    assert.matches("subreaper: on", wm:client([[return require("clua.awesome").status()]]), 1, true)
+  end)
+end)
+
+describe("clua.awesome without GLib.unix_fd_add_full #integration", function()
+  it("falls back to another way of watching the clock's fd", function()
+    if not skip_unless_available() then return end
+    -- Hide the first spelling from the glue only: it gets a GLib without
+    -- unix_fd_add_full (as on GLib >= 2.88), Awesome keeps the real lgi.
+    local wm = assert(harness.start { rc = harness.rc [[
+      local lgi = require("lgi")
+      local GLib = lgi.GLib
+      package.loaded.lgi = setmetatable({
+        GLib = setmetatable({}, { __index = function(_, k)
+          if k ~= "unix_fd_add_full" then return GLib[k] end
+        end }),
+      }, { __index = lgi })
+      local ok, err = pcall(require("clua.awesome").setup, { stall = false })
+      package.loaded.lgi = lgi
+      if not ok then error(err) end
+      clua_spec = { events = 0 }
+      awesome.connect_signal("clua::clock_changed", function()
+        clua_spec.events = clua_spec.events + 1
+      end)
+    ]] })
+    finally(function() wm:stop() end)
+    if not has(wm, "clockwatch") then
+      pending("clua.clockwatch is not in this build (clock.c)")
+      return
+    end
+    local status = wm:client([[return require("clua.awesome").status()]])
+    assert.matches("via GLib.io_add_watch", status, 1, true)
+    local ok, msg = testkit.clock_step(0)
+    if not ok then
+      pending("needs CAP_SYS_TIME to set the clock: " .. tostring(msg))
+      return
+    end
+    assert.is_truthy(harness.wait_until(1, function()
+      return wm:client("return clua_spec.events") >= 1
+    end), "no clua::clock_changed through GLib.io_add_watch")
+  end)
+end)
+
+describe("examples/rc.lua #integration", function()
+  it("loads under the harness without startup errors", function()
+    if not skip_unless_available() then return end
+    local wm = assert(harness.start { rc = root .. "/examples/rc.lua" })
+    finally(function() wm:stop() end)
+    assert.matches("subreaper: on", wm:client([[return require("clua.awesome").status()]]), 1, true)
+  end)
+end)
+
+describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integration", function()
+  local systemd = require("support.systemd")
+  local clua = require("clua")
+  local mgr, wm, why
+
+  -- The stall breaker is off in this rc.lua: here the watchdog must act.
+  local WATCHDOG_RC = [[
+    require("clua.awesome").setup { stall = false }
+  ]]
+
+  local function skip_unless_ready()
+    if why then pending(why) return false end
+    return true
+  end
+
+  setup(function()
+    local ok, msg = harness.available()
+    if not ok then why = "needs Awesome under Xvfb: " .. msg return end
+    ok, msg = systemd.available()
+    if not ok then why = "needs a systemd user manager: " .. msg return end
+    if not clua.watchdog_usec then
+      why = "clua.watchdog_usec and the notify calls are not in this build (notify.c)"
+      return
+    end
+    mgr = assert(systemd.start())
+    wm = assert(harness.start {
+      rc = harness.rc(WATCHDOG_RC), manager = mgr,
+      unit_extra = { "WatchdogSec=3", "RestartSec=1" },
+    })
+  end)
+
+  teardown(function()
+    if wm then wm:stop() end
+    if mgr then mgr:stop() end
+  end)
+
+  it("is started by the manager as Type=notify and feeds the watchdog every 1.5 s", function()
+    if not skip_unless_ready() then return end
+    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    assert.equal("3000000", wm:client("return os.getenv('WATCHDOG_USEC')"))
+    local status = wm:client([[return require("clua.awesome").status()]])
+    assert.matches("watchdog: every 3 s, heartbeat every 1.5 s", status, 1, true)
+    assert.matches("^clua: ", mgr:show("awesome.service", "StatusText"))
+  end)
+
+  it("stays active with no restart for 15 s of normal work", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local deadline = testkit.now("monotonic") + 15
+    while testkit.now("monotonic") < deadline do
+      wm:client([[require("awful").spawn.with_shell("sleep 0.2 &") return 1]])
+      testkit.sleep(0.5)
+    end
+    assert.equal("active", mgr:show("awesome.service", "ActiveState"))
+    assert.equal("0", mgr:show("awesome.service", "NRestarts"))
+    assert.equal(pid, wm:pid())
+    local beats = tonumber(wm:client("return require('clua.awesome')._state.heartbeats"))
+    assert.is_true(beats >= 9, "heartbeats sent: " .. beats)
+  end)
+
+  it("survives awesome.restart() five times in a row: no watchdog kill, no fd leaked", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local fds = harness.fd_count(pid)
+    for _ = 1, 5 do
+      assert(wm:restart())
+    end
+    assert.equal(pid, wm:pid())
+    -- (READY=1 from the new image may trail its first D-Bus answer a bit)
+    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 5))
+    assert.equal("0", mgr:show("awesome.service", "NRestarts"))
+    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
+      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
+  end)
+
+  it("is killed by the watchdog when its main loop hangs, and runs again (new pid)", function()
+    if not skip_unless_ready() then return end
+    local pid = wm:pid()
+    local t0 = testkit.now("monotonic")
+    -- Never answers: the main loop is gone.
+    wm:try_client("while true do end", 1)
+    local result
+    local restarted = harness.wait_until(3 + 1 + 10, function()
+      local r = mgr:show("awesome.service", "Result")
+      if r ~= "success" then result = r end
+      local p = wm:pid()
+      return p and p ~= pid and mgr:show("awesome.service", "ActiveState") == "active"
+    end, 0.05)
+    local took = testkit.now("monotonic") - t0
+    assert.is_truthy(restarted, "not running again after " .. took .. " s\n" .. wm:logtail())
+    assert.equal("1", mgr:show("awesome.service", "NRestarts"))
+    -- (Result stays "watchdog" from the kill until the restart, RestartSec=1)
+    assert.equal("watchdog", result)
+    assert(wm:wait_ready())
+  end)
+end)
