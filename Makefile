@@ -71,7 +71,7 @@ LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 LUA_MODULES  := $(wildcard lua/clua/*.lua)
 
-.PHONY: all module testkit tools print-build doc check test deps install install-module install-tools uninstall clean
+.PHONY: all module testkit tools print-build demo doc check test deps install install-module install-tools uninstall clean
 
 all: module tools
 
@@ -109,6 +109,15 @@ $(TOOLS_DIR)/watchoutput: $(TOOL_SRCS) clua/sdnotify.c clua/sdnotify.h
 
 deps:
 	@sh .ci/deps
+
+# A headless Awesome with examples/rc.lua under a private systemd --user
+# manager, showing each feature (root: namespace and clock). Awesome on
+# Debian 12 is built against Lua 5.3.
+demo: deps
+	$(MAKE) -s module testkit tools LUA_VERSION=5.3 SANITIZE=
+	CLUA_ROOT=$(CURDIR) CLUA_BUILD=$(CURDIR)/build/lua5.3 \
+	LUA_PATH="$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/build/lua5.3/?.so;;" \
+		lua5.3 demo/demo.lua
 
 # The API reference, from the LDoc comments in clua/*.c and lua/clua/*.lua.
 doc:

@@ -27,6 +27,11 @@
 #include "clua.h"
 #include "util.h"
 
+/***
+ * Clock changes: a watch that sees every wall-clock step and resume.
+ * @submodule clua
+ */
+
 #define CLOCKWATCH "clua.clockwatch"
 
 struct clockwatch {

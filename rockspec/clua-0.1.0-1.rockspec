@@ -1,0 +1,51 @@
+-- luarocks make rockspec/clua-0.1.0-1.rockspec [--lua-version 5.x] [--tree DIR]
+-- Builds clua.so through the Makefile (every clua/*.c but the watchoutput
+-- tool) and installs it with the Lua glue in lua/clua/; builds the
+-- watchoutput tool too and installs it into the tree's bin/.
+rockspec_format = "3.0"
+package = "clua"
+version = "0.1.0-1"
+source = {
+  url = "git+https://github.com/clua/clua.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Keep a Lua-configured window manager healthy on a systemd desktop",
+  detailed = [[
+    Child subreaper and zombie sweeping, wall-clock change detection
+    (timerfd CANCEL_ON_SET), the systemd notify and watchdog protocol, and a
+    breaker for runaway Lua loops, for Awesome and other Lua-configured
+    window managers. Linux only.
+  ]],
+  labels = { "awesome", "systemd", "linux" },
+  license = "MIT",
+}
+supported_platforms = { "linux" }
+dependencies = {
+  "lua >= 5.1, < 5.5",
+}
+external_dependencies = {
+  LIBSYSTEMD = { header = "systemd/sd-daemon.h", library = "systemd" },
+}
+build = {
+  type = "make",
+  build_target = "module tools",
+  install_target = "install-module",
+  variables = {
+    CC = "$(CC)",
+    CFLAGS = "$(CFLAGS)",
+    LUA = "$(LUA)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    SD_CFLAGS = "-I$(LIBSYSTEMD_INCDIR)",
+    SD_LIBS = "-L$(LIBSYSTEMD_LIBDIR) -lsystemd",
+    -- A newer compiler's new warning must not break a user's install.
+    WARNFLAGS = "-Wall -Wextra",
+  },
+  install_variables = {
+    LUA_LIBDIR = "$(LIBDIR)",
+    LUA_SHAREDIR = "$(LUADIR)",
+  },
+  install = {
+    bin = { watchoutput = "build/tools/watchoutput" },
+  },
+}
