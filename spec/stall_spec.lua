@@ -126,6 +126,14 @@ describe("clua.stallguard", function()
   end)
 
   it("reports a stall inside a coroutine once the coroutine gives control back", function()
+    if VALGRIND then
+      -- Under valgrind the watcher's signal, sent while a coroutine runs,
+      -- often arrives only after the coroutine has returned (half the runs
+      -- here, even with seconds of slack). Every other stage, ASan and
+      -- TSan included, runs this test.
+      pending("valgrind delivers the signal too late inside a coroutine")
+      return
+    end
     local g = guard(0.5)
     local co = coroutine.wrap(function() return busy(1.2) end)
     local ok, err = pcall(function()
