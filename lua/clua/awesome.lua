@@ -60,6 +60,7 @@ local state = {
     heartbeat = nil,       -- the gears.timer feeding the watchdog
     heartbeats = 0,
     ready_sent = false,
+    managed = false,       -- a service manager listens (NOTIFY_SOCKET set)
     stall_limit = nil,
     guard = nil,
     stall_timer = nil,
@@ -110,9 +111,11 @@ local function notify(name, ...)
     return ok
 end
 
--- Tells systemd what changed (STATUS=), when the watchdog option is on.
+-- Tells systemd what changed (STATUS=), when the watchdog option is on and
+-- a service manager listens: the status line scans /proc for children, work
+-- not worth doing for nobody.
 local function update_status()
-    if state.options.watchdog and state.ready_sent then
+    if state.options.watchdog and state.ready_sent and state.managed then
         notify("notify_status", status_line())
     end
 end
@@ -248,6 +251,7 @@ local function start_notify()
     -- service manager listens (each call is a no-op returning false without
     -- NOTIFY_SOCKET), so a Type=notify unit without WatchdogSec= starts too.
     -- The heartbeat timer runs only when the watchdog is on for this pid.
+    state.managed = os.getenv("NOTIFY_SOCKET") ~= nil
     local usec = clua.watchdog_usec and clua.watchdog_usec()
     if usec then
         state.watchdog_usec = usec
