@@ -1,6 +1,6 @@
 -- The API reference (`make doc`, LDoc) documents every public name of the
 -- contract, and LDoc has nothing to complain about in the sources.
-local run = require("support.systemd").run
+local run = require("support.shell").run
 
 local root = os.getenv("CLUA_ROOT") or "."
 

@@ -1,7 +1,7 @@
 -- The unit files in examples/ are what users copy: each must pass
 -- `systemd-analyze verify` (system units) or `systemd-analyze --user verify`
 -- (user units) with no warning at all.
-local run = require("support.systemd").run
+local run = require("support.shell").run
 
 local root = os.getenv("CLUA_ROOT") or "."
 local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")

@@ -1,5 +1,5 @@
 -- `make install PREFIX=... DESTDIR=...` puts clua where require finds it.
-local run = require("support.systemd").run
+local run = require("support.shell").run
 
 local root = os.getenv("CLUA_ROOT") or "."
 

@@ -1,6 +1,6 @@
 -- Static checks that keep the Lua and the rockspecs clean: luacheck over
 -- every Lua file, and `luarocks lint` on each rockspec.
-local run = require("support.systemd").run
+local run = require("support.shell").run
 
 local root = os.getenv("CLUA_ROOT") or "."
 

@@ -17,12 +17,7 @@ local function restore_env(saved)
   for _, name in ipairs(ENV) do testkit.setenv(name, saved[name]) end
 end
 
-local function mktemp_dir()
-  local p = assert(io.popen("mktemp -d"))
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
+local mktemp_dir = require("support.shell").mktemp_dir
 
 -- A unique abstract name, so parallel runs never meet.
 local function abstract_name()

@@ -39,7 +39,7 @@ describe("clua notify under a real systemd --user #integration", function()
   -- file there.
   local function unit(name, service_lines, steps)
     local dir = mgr.dir .. "/" .. name
-    assert(systemd.run("mkdir -p " .. dir))
+    assert(require("support.shell").run("mkdir -p " .. dir))
     mgr:install_unit(name .. ".service", table.concat({
       "[Unit]",
       "Description=clua notify spec: " .. name,

@@ -16,6 +16,8 @@ local function stat(pid)
   if not f then return nil end
   local line = f:read("*a")
   f:close()
+  -- The process can vanish between open and read (the read then fails).
+  if not line then return nil end
   local state, ppid = line:match("%) (%a) (%d+)")
   return state, tonumber(ppid)
 end

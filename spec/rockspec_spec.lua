@@ -1,6 +1,6 @@
 -- rockspec/clua-scm-1.rockspec: `luarocks make`, offline, into a scratch
 -- tree, builds a clua that each Lua then loads from that tree alone.
-local run = require("support.systemd").run
+local run = require("support.shell").run
 
 local root = os.getenv("CLUA_ROOT") or "."
 

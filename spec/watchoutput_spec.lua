@@ -8,23 +8,8 @@
 local tools = os.getenv("CLUA_TOOLS") or "build/tools"
 local W = tools .. "/watchoutput"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local shell = require("support.shell")
+local q, slurp, spit = shell.quote, shell.read_file, shell.write_file
 
 -- Exit status of a shell command (Lua 5.1 and 5.2+ shapes).
 local function status(cmd)
@@ -450,7 +435,7 @@ describe("watchoutput under a real systemd --user #integration", function()
     if not service("chatty.service", [[sh -c 'while :; do echo x; sleep 0.001; done']],
       "StandardOutput=null") then return end
     local pid = mgr:show("chatty.service", "MainPID")
-    local _, out = systemd.run("timeout 2 strace -e trace=sendmsg -p " .. pid
+    local _, out = shell.run("timeout 2 strace -e trace=sendmsg -p " .. pid
       .. " 2>&1 | grep -c 'WATCHDOG=1'")
     -- a quarter of WatchdogSec: 4 in 2 s, one more for timing at the edges
     local pings = tonumber(out)
@@ -467,7 +452,7 @@ describe("watchoutput under a real systemd --user #integration", function()
       "WatchdogSec=8") then return end
     local pid = mgr:show("quiet.service", "MainPID")
     os.execute("sleep 2.5")
-    local _, out = systemd.run("f=$(mktemp); timeout 2 strace -f -p " .. pid
+    local _, out = shell.run("f=$(mktemp); timeout 2 strace -f -p " .. pid
       .. [[ -o "$f" 2>/dev/null; grep -v -e restart_syscall -e '^[0-9]* *poll(' "$f"; rm -f "$f"]])
     assert.equal("", out)
     assert.truthy(mgr:show("quiet.service", "StatusText"):find(": two$"))

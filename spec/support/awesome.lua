@@ -35,26 +35,10 @@ local harness = {}
 local root = os.getenv("CLUA_ROOT") or "."
 local build = os.getenv("CLUA_BUILD") or (root .. "/build/lua5.3")
 
---- Quotes a string for sh.
-local function shq(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local shell = require("support.shell")
+local shq, readfile, writefile = shell.quote, shell.read_file, shell.write_file
 harness.shq = shq
-
-local function readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
 harness.readfile = readfile
-
-local function writefile(path, text)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(text))
-  assert(f:close())
-end
 
 --- Runs a shell command; returns its output (stdout and stderr) and
 -- whether it succeeded.
@@ -67,9 +51,7 @@ end
 harness.sh = sh
 
 local function mktemp_dir()
-  local out, ok = sh("mktemp -d -t clua-awesome.XXXXXX")
-  assert(ok, "mktemp: " .. out)
-  return (out:gsub("%s+$", ""))
+  return shell.mktemp_dir("clua-awesome")
 end
 
 --- Whether every program the harness needs is installed.

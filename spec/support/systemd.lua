@@ -28,21 +28,9 @@ local M = {}
 local MANAGER = "/lib/systemd/systemd"
 local unpack = table.unpack or unpack
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
---- Runs a shell command; returns ok (exit status 0), its output (stdout and
--- stderr together, trailing newline removed) and the exit status.
-local function run(cmd)
-  local f = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"::rc=$?\""))
-  local out = f:read("*a")
-  f:close()
-  local rc = tonumber(out:match("::rc=(%d+)%s*$"))
-  out = out:gsub("::rc=%d+%s*$", ""):gsub("\n$", "")
-  return rc == 0, out, rc
-end
-M.run = run
+local shell = require("support.shell")
+local quote, run = shell.quote, shell.run
+local write_file = shell.write_file
 
 -- Seconds since boot: timeouts must not follow the wall clock, which specs
 -- step on purpose.
@@ -61,25 +49,9 @@ end
 --- Whether pid is a live process (a zombie counts as gone: the caller may
 -- be a subreaper that has not reaped it yet).
 local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("*a")
-  f:close()
-  return stat:match("^%d+ %(.*%) (%a)") ~= "Z"
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
+  -- nil when the process is gone, even between open and read.
+  local stat = shell.read_file("/proc/" .. pid .. "/stat")
+  return stat ~= nil and stat:match("^%d+ %(.*%) (%a)") ~= "Z"
 end
 
 --- Whether a manager can be started here.
@@ -209,7 +181,7 @@ end
 
 --- Everything the manager logged, units' output included.
 function Manager:log()
-  return read_file(self.logfile)
+  return shell.read_file(self.logfile) or ""
 end
 
 --- Kills whatever still carries this manager's XDG_RUNTIME_DIR: the units'
