@@ -30,10 +30,10 @@ function lib.sleep(s)
   ptime.nanosleep { tv_sec = sec, tv_nsec = math.floor((s - sec) * 1e9) }
 end
 
---- Quotes a string for sh.
-function lib.shq(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local shell = require("support.shell")
+lib.shq = shell.quote
+lib.readfile = shell.read_file
+lib.writefile = shell.write_file
 
 --- Runs a shell command; returns its stdout and whether it succeeded.
 function lib.sh(cmd)
@@ -43,25 +43,9 @@ function lib.sh(cmd)
   return out, ok == true
 end
 
-function lib.readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-function lib.writefile(path, text)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(text))
-  assert(f:close())
-end
-
 --- A fresh temporary folder (mktemp -d).
 function lib.tmpdir()
-  local out, ok = lib.sh("mktemp -d -t clua-bench.XXXXXX")
-  assert(ok, "mktemp failed")
-  return (out:gsub("%s+$", ""))
+  return shell.mktemp_dir("clua-bench")
 end
 
 --- The root of the source tree and the build folders bench/run chose.
