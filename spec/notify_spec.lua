@@ -50,39 +50,48 @@ local function is_utf8(s)
   return true
 end
 
+-- The datagram receiver the tests of one describe block talk to: before
+-- each test it listens on a fresh address (`kind` "abstract", or "path" in
+-- a temporary folder) and, when `export` is true, points NOTIFY_SOCKET at
+-- it (false: unsets it); after each test it closes, removes what it made
+-- and puts the environment back. Its `sock` and `address` fields are the
+-- current test's.
+local function use_receiver(kind, export)
+  local rx, saved, dir = {}, nil, nil
+  before_each(function()
+    saved = save_env()
+    if kind == "path" then
+      dir = mktemp_dir()
+      rx.address = dir .. "/notify"
+    else
+      rx.address = abstract_name()
+    end
+    rx.sock = assert(testkit.dgram_listen(rx.address))
+    testkit.setenv("NOTIFY_SOCKET", export and rx.address or nil)
+  end)
+  after_each(function()
+    rx.sock:close()
+    restore_env(saved)
+    if dir then
+      os.remove(rx.address)
+      os.remove(dir)
+      dir = nil
+    end
+  end)
+  return rx
+end
+
 for _, kind in ipairs({ "path", "abstract" }) do
   local title = ("clua notify calls to %s %s NOTIFY_SOCKET")
     :format(kind == "path" and "a" or "an", kind)
   describe(title, function()
-    local saved, dir, sock, address
-
-    before_each(function()
-      saved = save_env()
-      if kind == "path" then
-        dir = mktemp_dir()
-        address = dir .. "/notify"
-      else
-        address = abstract_name()
-      end
-      sock = assert(testkit.dgram_listen(address))
-      testkit.setenv("NOTIFY_SOCKET", address)
-    end)
-
-    after_each(function()
-      sock:close()
-      restore_env(saved)
-      if dir then
-        os.remove(address)
-        os.remove(dir)
-        dir = nil
-      end
-    end)
+    local rx = use_receiver(kind, true)
 
     -- The one datagram a call sent; asserts no second one follows.
     local function sent()
-      local got = sock:recv(2000)
+      local got = rx.sock:recv(2000)
       assert.is_not_nil(got, "nothing was sent")
-      assert.is_nil(sock:recv(0), "more than one datagram was sent")
+      assert.is_nil(rx.sock:recv(0), "more than one datagram was sent")
       return got
     end
 
@@ -148,30 +157,18 @@ for _, kind in ipairs({ "path", "abstract" }) do
       clua.notify_status("x"); sent()
       clua.notify_watchdog(); sent()
       clua.watchdog_usec()
-      assert.equal(address, os.getenv("NOTIFY_SOCKET"))
+      assert.equal(rx.address, os.getenv("NOTIFY_SOCKET"))
     end)
   end)
 end
 
 describe("clua.notify_status sanitising", function()
-  local saved, sock, address
-
-  before_each(function()
-    saved = save_env()
-    address = abstract_name()
-    sock = assert(testkit.dgram_listen(address))
-    testkit.setenv("NOTIFY_SOCKET", address)
-  end)
-
-  after_each(function()
-    sock:close()
-    restore_env(saved)
-  end)
+  local rx = use_receiver("abstract", true)
 
   local function status_of(text)
     assert.is_true(clua.notify_status(text))
-    local got = assert(sock:recv(2000), "nothing was sent")
-    assert.is_nil(sock:recv(0), "more than one datagram was sent")
+    local got = assert(rx.sock:recv(2000), "nothing was sent")
+    assert.is_nil(rx.sock:recv(0), "more than one datagram was sent")
     return got
   end
 
@@ -219,25 +216,13 @@ describe("clua.notify_status sanitising", function()
 
   it("cuts notify_ready's status so READY=1 still arrives", function()
     assert.is_true(clua.notify_ready(("y"):rep(5000)))
-    local got = assert(sock:recv(2000))
+    local got = assert(rx.sock:recv(2000))
     assert.equal("READY=1\nSTATUS=" .. ("y"):rep(4096 - 15), got)
   end)
 end)
 
 describe("clua notify outside a service manager", function()
-  local saved, sock, address
-
-  before_each(function()
-    saved = save_env()
-    address = abstract_name()
-    sock = assert(testkit.dgram_listen(address))
-    testkit.setenv("NOTIFY_SOCKET", nil)
-  end)
-
-  after_each(function()
-    sock:close()
-    restore_env(saved)
-  end)
+  local rx = use_receiver("abstract", false)
 
   it("returns false from every call, sends nothing, changes nothing", function()
     testkit.setenv("WATCHDOG_USEC", "2000000")
@@ -248,7 +233,7 @@ describe("clua notify outside a service manager", function()
     assert.is_false(clua.notify_stopping())
     assert.is_false(clua.notify_status("idle"))
     assert.is_false(clua.notify_watchdog())
-    assert.is_nil(sock:recv(100))
+    assert.is_nil(rx.sock:recv(100))
     assert.is_nil(os.getenv("NOTIFY_SOCKET"))
     assert.equal("2000000", os.getenv("WATCHDOG_USEC"))
   end)
