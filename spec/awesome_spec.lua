@@ -34,6 +34,21 @@ local function has(wm, name)
   return wm:client("return require('clua')." .. name .. " ~= nil")
 end
 
+
+-- awesome.restart() five times in a row: Awesome exec's itself in place, so
+-- the pid must stay, and every fd must be close-on-exec, so the count must
+-- come back to what it was.
+local function restart_five_times(wm)
+  local pid = wm:pid()
+  local fds = harness.fd_count(pid)
+  for _ = 1, 5 do
+    assert(wm:restart())
+  end
+  assert.equal(pid, wm:pid())
+  assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
+    "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
+end
+
 describe("clua.awesome in a real Awesome #integration", function()
   local wm
 
@@ -306,14 +321,7 @@ describe("clua.awesome in a real Awesome #integration", function()
 
   it("leaks no fd across five awesome.restart() (exec in place)", function()
     if not skip_unless_available() then return end
-    local pid = wm:pid()
-    local fds = harness.fd_count(pid)
-    for _ = 1, 5 do
-      assert(wm:restart())
-    end
-    assert.equal(pid, wm:pid())
-    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
-      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
+    restart_five_times(wm)
     -- And the glue is set up again in the new image.
     assert.is_true(wm:client("return require('clua').getsubreap()"))
     assert.matches("subreaper: on", wm:client([[return require("clua.awesome").status()]]), 1, true)
@@ -430,17 +438,10 @@ describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integr
 
   it("survives awesome.restart() five times in a row: no watchdog kill, no fd leaked", function()
     if not skip_unless_ready() then return end
-    local pid = wm:pid()
-    local fds = harness.fd_count(pid)
-    for _ = 1, 5 do
-      assert(wm:restart())
-    end
-    assert.equal(pid, wm:pid())
+    restart_five_times(wm)
     -- (READY=1 from the new image may trail its first D-Bus answer a bit)
     assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 5))
     assert.equal("0", mgr:show("awesome.service", "NRestarts"))
-    assert.is_truthy(harness.wait_until(2, function() return harness.fd_count(pid) == fds end),
-      "fds: " .. fds .. " before, now:\n" .. harness.fd_list(pid))
   end)
 
   it("is killed by the watchdog when its main loop hangs, and runs again (new pid)", function()
