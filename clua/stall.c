@@ -1,33 +1,43 @@
 /*
  * stall.c - the stall breaker: interrupt a runaway Lua loop on the main
- * thread, the way lua.c stops a script on Ctrl-C, but from a watchdog
- * thread instead of a terminal.
+ * thread, the way lua.c stops a script on Ctrl-C, but from a watcher
+ * thread (stallwatch.c) instead of a terminal. This file holds what runs
+ * on the main thread: the Lua API, the signal handler and the hook.
  *
  * Who touches what, so that it is thread-safe by construction:
- *  - the main thread ticks: one atomic store of the monotonic time;
- *  - the watcher thread only reads that time and, when it is older than the
- *    limit, sends a real-time signal to the main thread with pthread_kill;
- *    it never touches the Lua state, and has every signal blocked so it
- *    never runs the handler itself;
+ *  - the main thread reports its loop's state to the watcher with atomic
+ *    stores (stallwatch_tick / _idle / _wake);
+ *  - the watcher only reads that state and, when a busy stretch reaches
+ *    the limit, sends a real-time signal to the main thread; it never
+ *    touches the Lua state;
  *  - the signal handler, on the main thread, only sets a hook on the main
- *    Lua thread (lua_sethook is meant to be safe there: lua.c does it);
- *  - the hook, at the next Lua instruction, puts back whatever hook was
- *    there before, re-checks the stall by the clock, and raises.
+ *    Lua thread (lua_sethook is meant to be safe there: lua.c does it), and
+ *    under LuaJIT makes compiled code return to the interpreter;
+ *  - the hook, at the next Lua event, puts back whatever hook was there
+ *    before and raises, if the stall is still going and Lua was running.
  *
- * One long stall gives one interrupt per limit period, not a storm: after
- * signalling, the watcher waits another full limit before it signals again.
- * The ticks are never reset by an interrupt, so the message says how long
- * the main loop has really gone without a tick.
+ * "Lua was running" is what keeps the error out of code that did not
+ * stall. The hook fires at the first Lua event after the signal: an
+ * instruction (a Lua loop), the return of a C function into Lua (a Lua
+ * function blocked in io.popen():read()), or a call. A call from C into
+ * Lua means C was running before it: the host's own code, or a process
+ * that was stopped. Then it raises nothing.
+ *
+ * The same hook, set with a call mask only, also tells the watcher when
+ * Lua starts running after the host said its loop was idle (idle()): in
+ * Awesome, X events are handled right after its poll, before the poll
+ * function returns to GLib, and that is the first sign of life we get.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "clua.h"
+#include "stall.h"
 #include "util.h"
 
 /***
@@ -36,98 +46,117 @@
  */
 
 #define GUARD_TNAME "clua.stallguard"
-#define HOOK_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
+#define LAST_KEY "clua.stallguard.last"
+#define INTERRUPT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
+#define WAKE_MASK LUA_MASKCALL
 #define LIMIT_MAX 86400.0		/* a day; also keeps ns within 64 bits */
-#define NSEC_PER_SEC 1000000000LL
-#define REFIRE_MIN_NS 10000000LL	/* never signal more than 100 times/s */
 
 /* The userdata. Only the main thread reads or writes it. */
 struct guard {
 	int running;
+	unsigned gen;		/* st.gen when started: a fork makes it stale */
 	int signo;
 	double limit;
 	lua_Integer stalls;
+	long long longest_ns;	/* kept at stop */
+	int jit;		/* stalljit_start's answer */
+	const char *jit_why;
 };
 
 /*
- * One guard per process, so its shared state is static. Fields marked
- * (atomic) are only read and written with __atomic builtins.
+ * One guard per process, so its state is static. Fields marked (atomic)
+ * are only read and written with __atomic builtins; the rest belong to the
+ * main thread (and its signal handler, through the flags below).
  */
 static struct {
 	int busy;			/* (atomic) a guard owns this state */
+	unsigned gen;			/* bumped in a forked child */
 	lua_State *L;			/* (atomic) main Lua thread, for the handler */
-	long long last_tick;		/* (atomic) monotonic ns of the last tick */
-	struct guard *owner;		/* main thread only */
-	long long limit_ns;		/* set before the watcher starts */
+	struct guard *owner;
 	int signo;
 	struct sigaction old_action;	/* what signo was before we took it */
-	pthread_t main_thread, watcher;
-	pid_t pid;			/* process that started the watcher */
-	pthread_mutex_t lock;
-	pthread_cond_t wake;		/* stop() wakes the watcher at once */
-	int stopping;			/* under lock */
-	/* Written by the handler, read by the hook: both on the main thread. */
-	volatile lua_Hook saved_hook;
-	volatile int saved_mask, saved_count;
-} st = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	pthread_t main_thread;
+	/* The hook that was set before ours, put back when ours fires. */
+	lua_Hook saved_hook;
+	int saved_mask, saved_count;
+} st;
 
-static long long monotonic_ns(void)
+/* Between the handler and the main thread's own hook changes. */
+static volatile sig_atomic_t interrupt_pending;	/* a signal came */
+static volatile sig_atomic_t hooks_changing;	/* main thread in arm/disarm */
+static volatile sig_atomic_t deferred;		/* a signal came meanwhile */
+
+static void on_hook(lua_State *L, lua_Debug *ar);
+
+static lua_State *main_state(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+	return __atomic_load_n(&st.L, __ATOMIC_ACQUIRE);
 }
 
-static void stall_hook(lua_State *L, lua_Debug *ar);
+/* --- Setting and removing the hook ------------------------------------ */
 
-/* The watcher thread: sleeps until the last tick (or the last signal it
- * sent) is a limit old, then signals the main thread. Never touches Lua. */
-static void *watch(void *unused)
+/* Sets our hook, keeping the one it replaces (a debugger's, a profiler's)
+ * to put back later. */
+static void arm(lua_State *L, int mask, int count)
 {
-	long long fired = 0;
-
-	(void)unused;
-	pthread_mutex_lock(&st.lock);
-	while (!st.stopping) {
-		long long since = __atomic_load_n(&st.last_tick, __ATOMIC_ACQUIRE);
-		long long due, now = monotonic_ns();
-		struct timespec ts;
-
-		if (fired > since)
-			since = fired;
-		due = since + st.limit_ns;
-		if (fired != 0 && due < fired + REFIRE_MIN_NS)
-			due = fired + REFIRE_MIN_NS;
-		if (now >= due) {
-			pthread_kill(st.main_thread, st.signo);
-			fired = now;
-			continue;
-		}
-		ts.tv_sec = (time_t)(due / NSEC_PER_SEC);
-		ts.tv_nsec = (long)(due % NSEC_PER_SEC);
-		pthread_cond_timedwait(&st.wake, &st.lock, &ts);
-	}
-	pthread_mutex_unlock(&st.lock);
-	return NULL;
-}
-
-/* On the main thread, at any point: only arm the hook (and remember the
- * hook it replaces, so a debugger's or profiler's hook comes back). */
-static void on_stall_signal(int signo)
-{
-	int saved_errno = errno;
-	lua_State *L = __atomic_load_n(&st.L, __ATOMIC_ACQUIRE);
-
-	(void)signo;
-	if (L != NULL && lua_gethook(L) != stall_hook) {
+	if (lua_gethook(L) != on_hook) {
 		st.saved_hook = lua_gethook(L);
 		st.saved_mask = lua_gethookmask(L);
 		st.saved_count = lua_gethookcount(L);
-		lua_sethook(L, stall_hook, HOOK_MASK, 1);
+	}
+	lua_sethook(L, on_hook, mask, count);
+}
+
+static void disarm(lua_State *L)
+{
+	if (lua_gethook(L) == on_hook)
+		lua_sethook(L, st.saved_hook, st.saved_mask, st.saved_count);
+}
+
+/* The main thread changes hooks between these two. A signal arriving in
+ * between only leaves a note (the handler must not change a hook half
+ * changed); the note is acted on here, once the hook is whole again. */
+static void hooks_begin(void)
+{
+	hooks_changing = 1;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static void hooks_end(lua_State *L)
+{
+	for (;;) {
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		hooks_changing = 0;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		if (!deferred)
+			return;
+		hooks_changing = 1;
+		deferred = 0;
+		arm(L, INTERRUPT_MASK, 1);
+		stalljit_kick();
+	}
+}
+
+/* On the main thread, at any point: only arm the hook. */
+static void on_stall_signal(int signo)
+{
+	int saved_errno = errno;
+	lua_State *L = main_state();
+
+	(void)signo;
+	if (L != NULL) {
+		interrupt_pending = 1;
+		if (hooks_changing) {
+			deferred = 1;
+		} else {
+			arm(L, INTERRUPT_MASK, 1);
+			stalljit_kick();
+		}
 	}
 	errno = saved_errno;
 }
+
+/* --- Raising ----------------------------------------------------------- */
 
 /* Pushes "chunk:line: " of the innermost Lua function running: when the
  * hook fires on the return from a C function (a blocking read), level 0 is
@@ -146,8 +175,6 @@ static void push_where(lua_State *L)
 	}
 	lua_pushliteral(L, "");
 }
-
-#define LAST_KEY "clua.stallguard.last"
 
 /* Keeps a copy of the message on top of the stack for stallguard:last():
  * the error itself lands in whatever pcall is nearest, which may be code
@@ -192,23 +219,100 @@ static int raise_stall(lua_State *L, long long stalled_ns)
 	return remember_and_raise(L);
 }
 
-/* At the next Lua instruction of the main thread, after a signal. */
-static void stall_hook(lua_State *L, lua_Debug *ar)
-{
-	long long stalled;
+/* --- The hook ---------------------------------------------------------- */
 
-	(void)ar;
-	lua_sethook(L, st.saved_hook, st.saved_mask, st.saved_count);
-	if (st.owner == NULL)
-		return;
-	/* A tick may have come from a coroutine, or the signal from someone
-	 * else: only a main loop that is still stalled is interrupted. */
-	stalled = monotonic_ns() - __atomic_load_n(&st.last_tick, __ATOMIC_ACQUIRE);
-	if (stalled < st.limit_ns)
-		return;
-	st.owner->stalls++;
-	raise_stall(L, stalled);
+static int lua_at_level(lua_State *L, int level)
+{
+	lua_Debug d;
+
+	return lua_getstack(L, level, &d) && lua_getinfo(L, "S", &d)
+		&& strcmp(d.what, "C") != 0;
 }
+
+/* Whether Lua code was running when the stall ended (see the top). */
+static int lua_was_running(lua_State *L, const lua_Debug *ar)
+{
+	switch (ar->event) {
+	case LUA_HOOKCALL:
+#ifdef LUA_HOOKTAILCALL
+	case LUA_HOOKTAILCALL:
+#endif
+		/* Called by Lua: Lua ran. Called by C: C ran. */
+		return lua_at_level(L, 1);
+	case LUA_HOOKRET:
+#ifdef LUA_HOOKTAILRET
+	case LUA_HOOKTAILRET:
+#endif
+		/* A Lua function, or a C function returning into Lua. */
+		return lua_at_level(L, 0) || lua_at_level(L, 1);
+	default:
+		return 1;	/* an instruction: Lua itself */
+	}
+}
+
+/* At the next Lua event after idle() (a call), or after the signal. */
+static void on_hook(lua_State *L, lua_Debug *ar)
+{
+	lua_State *main = main_state();
+	long long stalled = 0;
+	int raise = 0;
+
+	hooks_begin();
+	disarm(L);
+	if (main == NULL) {
+		/* No guard any more (stopped, or made before a fork). */
+		interrupt_pending = 0;
+	} else if (stallwatch_is_idle()) {
+		/* Whatever stalled before ended when the loop went idle. */
+		interrupt_pending = 0;
+		if (mainloop_before_poll())
+			arm(main, WAKE_MASK, 0);	/* still before its sleep */
+		else
+			stallwatch_wake();
+	} else if (interrupt_pending) {
+		interrupt_pending = 0;
+		if (stallwatch_still_stalled(&stalled)) {
+			stallwatch_handled();
+			raise = lua_was_running(L, ar);
+		}
+	}
+	hooks_end(main != NULL ? main : L);
+	if (raise && st.owner != NULL) {
+		st.owner->stalls++;
+		raise_stall(L, stalled);
+	}
+}
+
+/* --- Called by mainloop.c around the loop's poll ---------------------- */
+
+static int on_main_thread(void)
+{
+	return main_state() != NULL
+		&& pthread_equal(pthread_self(), st.main_thread);
+}
+
+void stall_loop_sleeps(void)
+{
+	if (on_main_thread())
+		stallwatch_idle();
+}
+
+/* The host's poll returned. If no Lua ran since idle(), our wake hook is
+ * still set: take it off, the loop is busy anyway from now. */
+void stall_loop_woke(void)
+{
+	lua_State *L = main_state();
+
+	if (!on_main_thread() || !stallwatch_is_idle())
+		return;
+	stallwatch_wake();
+	hooks_begin();
+	if (lua_gethook(L) == on_hook && lua_gethookmask(L) == WAKE_MASK)
+		disarm(L);
+	hooks_end(L);
+}
+
+/* --- The signal -------------------------------------------------------- */
 
 /* Takes the first real-time signal nobody uses: default disposition and
  * not blocked on this thread. Returns it, or -errno. */
@@ -221,7 +325,8 @@ static int claim_signal(struct sigaction *old)
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_stall_signal;
 	/* A read() the main thread is blocked in (io.popen) goes on after the
-	 * handler instead of failing with EINTR. */
+	 * handler instead of failing with EINTR; the watcher sends nothing
+	 * while the thread waits in a call that would fail anyway. */
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	if (pthread_sigmask(SIG_BLOCK, NULL, &blocked) != 0)
@@ -257,6 +362,31 @@ static void release_signal(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+/* In the child of a fork: the watcher thread stayed with the parent, so
+ * every guard made before the fork is dead here (stop returns at once),
+ * and a new guard may start. Only async-signal-safe calls. */
+static void forked_child(void)
+{
+	st.gen++;
+	interrupt_pending = 0;
+	deferred = 0;
+	hooks_changing = 0;
+	if (__atomic_load_n(&st.busy, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(&st.L, NULL, __ATOMIC_RELEASE);
+		sigaction(st.signo, &st.old_action, NULL);
+		st.owner = NULL;
+		__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
+	}
+	mainloop_forked();
+}
+
+static void register_fork_handler(void)
+{
+	pthread_atfork(NULL, NULL, forked_child);
+}
+
+/* --- Starting and stopping -------------------------------------------- */
+
 /* Under Lua 5.2+ the main thread is in the registry; 5.1 and LuaJIT have no
  * way to find it, so stallguard must be called from it there. */
 static lua_State *main_lua_thread(lua_State *L)
@@ -281,70 +411,66 @@ static lua_State *main_lua_thread(lua_State *L)
 
 static int guard_start(struct guard *g, lua_State *main, double limit)
 {
-	pthread_condattr_t attr;
-	sigset_t all, old;
+	struct stallwatch_config c;
 	int signo, err;
 
 	signo = claim_signal(&st.old_action);
 	if (signo < 0)
 		return -signo;
 	st.signo = signo;
-	st.limit_ns = (long long)(limit * 1e9);
-	if (st.limit_ns < 1)
-		st.limit_ns = 1;
-	st.stopping = 0;
 	st.main_thread = pthread_self();
-	st.pid = getpid();
 	st.owner = g;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	err = pthread_cond_init(&st.wake, &attr);
-	pthread_condattr_destroy(&attr);
-	if (err != 0)
-		goto fail;
-	/* Starting counts as a tick. */
-	__atomic_store_n(&st.last_tick, monotonic_ns(), __ATOMIC_RELEASE);
-	__atomic_store_n(&st.L, main, __ATOMIC_RELEASE);
-	/* The watcher inherits this mask: it never takes any signal. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	err = pthread_create(&st.watcher, NULL, watch, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err != 0) {
-		pthread_cond_destroy(&st.wake);
-		goto fail;
-	}
-	g->running = 1;
+	g->gen = st.gen;
 	g->signo = signo;
 	g->limit = limit;
+	/* Before the watcher exists: its signal's handler uses both. */
+	g->jit = stalljit_start(main, &g->jit_why);
+	__atomic_store_n(&st.L, main, __ATOMIC_RELEASE);
+	c.limit_ns = (long long)(limit * 1e9);
+	if (c.limit_ns < 1)
+		c.limit_ns = 1;
+	c.signo = signo;
+	c.main_thread = st.main_thread;
+	c.main_tid = (pid_t)syscall(SYS_gettid);
+	err = stallwatch_start(&c);
+	if (err != 0) {
+		if (g->jit > 0)
+			stalljit_stop(main);
+		release_signal();
+		st.owner = NULL;
+		return err;
+	}
+	g->running = 1;
 	return 0;
-fail:
-	release_signal();
-	st.owner = NULL;
-	return err;
 }
 
 static void guard_stop(struct guard *g)
 {
-	lua_State *main = __atomic_load_n(&st.L, __ATOMIC_ACQUIRE);
+	lua_State *main = main_state();
 
 	if (!g->running)
 		return;
 	g->running = 0;
-	/* In a forked child the watcher does not exist: nothing to join. */
-	if (st.pid == getpid()) {
-		pthread_mutex_lock(&st.lock);
-		st.stopping = 1;
-		pthread_cond_signal(&st.wake);
-		pthread_mutex_unlock(&st.lock);
-		pthread_join(st.watcher, NULL);
-	}
+	if (g->gen != st.gen)
+		return;		/* made before a fork: nothing of it is here */
+	mainloop_unfollow();
+	stallwatch_stop();
+	g->longest_ns = stallwatch_longest();
+	if (g->jit > 0)
+		stalljit_stop(main);
 	release_signal();
-	pthread_cond_destroy(&st.wake);
-	if (main != NULL && lua_gethook(main) == stall_hook)
-		lua_sethook(main, st.saved_hook, st.saved_mask, st.saved_count);
+	hooks_begin();
+	disarm(main);
+	interrupt_pending = 0;
+	deferred = 0;
+	hooks_changing = 0;
 	st.owner = NULL;
 	__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
+}
+
+static int alive(const struct guard *g)
+{
+	return g->running && g->gen == st.gen;
 }
 
 static struct guard *check_guard(lua_State *L)
@@ -354,11 +480,15 @@ static struct guard *check_guard(lua_State *L)
 
 /***
  * Start the stall breaker: a watcher thread that interrupts the main Lua
- * thread when it has gone `limit` seconds without a tick.
+ * thread when its loop has been busy `limit` seconds without a tick.
  * The interrupted code gets the error "main loop stalled for N s:
  * interrupted" with a traceback. One guard per process.
+ *
+ * Under LuaJIT it starts LuaJIT's profiler (in its line mode, with a
+ * sampling interval it never reaches), so that compiled loops can be sent
+ * back to the interpreter; `stallguard:jit()` tells whether that worked.
  * @function stallguard
- * @tparam number limit seconds without a tick that count as a stall
+ * @tparam number limit seconds of busy loop that count as a stall
  *   (more than 0, at most 86400)
  * @treturn[1] clua.stallguard a running guard
  * @return[2] nil, message, errno (EBUSY while another guard runs; EAGAIN
@@ -367,6 +497,7 @@ static struct guard *check_guard(lua_State *L)
  */
 static int l_stallguard(lua_State *L)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	double limit = clua_checknumber(L, 1, 0, 1, LIMIT_MAX);
 	lua_State *main;
 	struct guard *g;
@@ -374,6 +505,7 @@ static int l_stallguard(lua_State *L)
 
 	clua_checknargs(L, 1);
 	main = main_lua_thread(L);
+	pthread_once(&once, register_fork_handler);
 	g = lua_newuserdata(L, sizeof *g);
 	memset(g, 0, sizeof *g);
 	/* The metatable first: a guard collected half-built stops nothing. */
@@ -397,8 +529,9 @@ static int l_stallguard(lua_State *L)
  */
 
 /***
- * Mark the main loop alive. An atomic store of the monotonic time: no
- * system call beyond clock_gettime (vDSO).
+ * Mark the main loop alive: the busy stretch ends, a new one begins. A
+ * few atomic stores and a read of the monotonic clock (vDSO, no system
+ * call), plus one futex wake when the loop was idle.
  * @function stallguard:tick
  * @treturn boolean true while the guard runs, false once stopped (a tick
  *   on a stopped guard does nothing)
@@ -408,9 +541,70 @@ static int l_tick(lua_State *L)
 	struct guard *g = check_guard(L);
 
 	clua_checknargs(L, 1);
-	if (g->running)
-		__atomic_store_n(&st.last_tick, monotonic_ns(), __ATOMIC_RELEASE);
-	lua_pushboolean(L, g->running);
+	if (alive(g))
+		stallwatch_tick();
+	lua_pushboolean(L, alive(g));
+	return 1;
+}
+
+/***
+ * Follow GLib's main loop instead of needing ticks: every turn of the
+ * default main context's loop counts as a tick, and while the loop sleeps
+ * in poll the watcher sleeps too, without a timeout (an idle process is
+ * never woken). Call it from inside the running loop (a host may install
+ * its own poll function just before the loop starts: Awesome does).
+ *
+ * GLib is the copy already loaded in the process (by the host, or by
+ * lgi); clua does not link it. When the loop polls through a host's own
+ * poll function rather than GLib's, the host must also call `idle` when
+ * its Lua work is done and it is about to sleep.
+ * @function stallguard:glib
+ * @treturn[1] true
+ * @return[2] nil, message, errno (ENOENT when GLib is not loaded; EINVAL
+ *   on a stopped guard)
+ */
+static int l_glib(lua_State *L)
+{
+	struct guard *g = check_guard(L);
+	const char *why = NULL;
+	int err;
+
+	clua_checknargs(L, 1);
+	if (!alive(g))
+		return clua_pusherror(L, "stallguard:glib: the guard is stopped",
+				      EINVAL);
+	err = mainloop_follow(&why);
+	if (err != 0)
+		return clua_pusherror(L, why, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/***
+ * The loop's Lua work is done and it is about to sleep: the busy stretch
+ * ends, and the watcher sleeps until Lua runs again (the next Lua call
+ * ends the idle period) or the loop's poll returns. Meant for a host with
+ * its own GLib poll function that runs Lua before it polls (`glib`):
+ * Awesome calls it from its "refresh" signal, last. While another hook is
+ * set (a debugger, a profiler) the next Lua call cannot be seen, and the
+ * idle period lasts until the poll returns.
+ * @function stallguard:idle
+ * @treturn boolean true while the guard runs, false once stopped
+ */
+static int l_idle(lua_State *L)
+{
+	struct guard *g = check_guard(L);
+	lua_State *main = main_state();
+
+	clua_checknargs(L, 1);
+	if (alive(g)) {
+		stallwatch_idle();
+		hooks_begin();
+		if (lua_gethook(main) == NULL)
+			arm(main, WAKE_MASK, 0);
+		hooks_end(main);
+	}
+	lua_pushboolean(L, alive(g));
 	return 1;
 }
 
@@ -429,6 +623,51 @@ static int l_stalls(lua_State *L)
 }
 
 /***
+ * The longest busy stretch of the main loop so far, in seconds (also after
+ * stop): from the moment the loop woke (or ticked) to the moment it was
+ * idle again (or ticked again), to the precision of the monotonic clock.
+ * Time the process spent stopped (SIGSTOP, a debugger) is left out. A
+ * stretch still running counts with what the watcher has seen of it, to a
+ * quarter of the limit.
+ * @function stallguard:longest
+ * @treturn number seconds
+ */
+static int l_longest(lua_State *L)
+{
+	struct guard *g = check_guard(L);
+	long long ns = alive(g) ? stallwatch_longest() : g->longest_ns;
+
+	clua_checknargs(L, 1);
+	lua_pushnumber(L, (lua_Number)ns / 1e9);
+	return 1;
+}
+
+/***
+ * Whether a loop LuaJIT compiled can be interrupted.
+ * @function stallguard:jit
+ * @treturn[1] nil under PUC Lua (there is no compiled code)
+ * @treturn[2] true under LuaJIT, when its profiler hook sends compiled
+ *   code back to the interpreter
+ * @return[3] false, why: under a LuaJIT where that is not possible
+ *   (LuaJIT 2.0 has no profiler); only interpreted code is interrupted then
+ */
+static int l_jit(lua_State *L)
+{
+	struct guard *g = check_guard(L);
+
+	clua_checknargs(L, 1);
+	if (g->jit == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_pushboolean(L, g->jit > 0);
+	if (g->jit > 0)
+		return 1;
+	lua_pushstring(L, g->jit_why);
+	return 2;
+}
+
+/***
  * The message (with its traceback) of the last interrupt of any guard in
  * this Lua state, for reporting it where the error itself is not seen.
  * @function stallguard:last
@@ -444,8 +683,10 @@ static int l_last(lua_State *L)
 }
 
 /***
- * Stop the watcher thread and give its signal back. Idempotent; `__gc` and
- * (Lua 5.4) `__close` do the same.
+ * Stop the watcher thread, give its signal back, put GLib's poll function
+ * back (after `glib`) and stop LuaJIT's profiler. Idempotent, and returns
+ * at once in the child of a fork (the thread stayed with the parent).
+ * `__gc` and (Lua 5.4) `__close` do the same.
  * @function stallguard:stop
  * @treturn true
  */
@@ -471,9 +712,12 @@ static int m_tostring(lua_State *L)
 {
 	struct guard *g = check_guard(L);
 
-	if (g->running)
-		lua_pushfstring(L, GUARD_TNAME " (limit %f s, signal %d)",
-				(lua_Number)g->limit, g->signo);
+	if (alive(g))
+		lua_pushfstring(L, GUARD_TNAME " (limit %f s, signal %d%s)",
+				(lua_Number)g->limit, g->signo,
+				!mainloop_following() ? ""
+				: mainloop_host_poll() ? ", GLib host poll"
+				: ", GLib");
 	else
 		lua_pushliteral(L, GUARD_TNAME " (stopped)");
 	return 1;
@@ -481,7 +725,11 @@ static int m_tostring(lua_State *L)
 
 static const luaL_Reg guard_methods[] = {
 	{"tick", l_tick},
+	{"glib", l_glib},
+	{"idle", l_idle},
 	{"stalls", l_stalls},
+	{"longest", l_longest},
+	{"jit", l_jit},
 	{"last", l_last},
 	{"stop", l_stop},
 	{NULL, NULL}
