@@ -1,19 +1,58 @@
 -- The stall breaker inside a real Awesome (clua.awesome's `stall` option
--- over clua.stallguard): a runaway Lua loop is interrupted with a traceback
--- and the desktop lives on.
+-- over clua.stallguard, following Awesome's GLib main loop): a runaway Lua
+-- loop is interrupted with a traceback and the desktop lives on; an idle
+-- Awesome is never woken; a stopped Awesome, or Awesome's own C code
+-- waiting for the X server, is never mistaken for a stall of Lua.
 local harness = require("support.awesome")
 local testkit = require("testkit")
 local clua = require("clua")
 
--- Awesome with the guard at `limit` seconds; debug::error messages logged.
+-- Awesome with the guard at `limit` seconds; debug::error messages logged;
+-- F12 runs a runaway loop from a key binding (handled right after
+-- Awesome's poll, before its poll function returns to GLib).
 local function start(limit)
   return assert(harness.start { rc = harness.rc(([[
-    clua_spec = { errors = {} }
+    clua_spec = { errors = {}, managed = 0 }
     awesome.connect_signal("debug::error", function(e)
       table.insert(clua_spec.errors, tostring(e))
     end)
+    client.connect_signal("manage", function()
+      clua_spec.managed = clua_spec.managed + 1
+    end)
+    local awful = require("awful")
+    local function runaway_key_binding()
+      while true do end
+    end
+    root.keys(awful.key({}, "F12", runaway_key_binding))
     require("clua.awesome").setup { stall = %s }
   ]]):format(limit)) })
+end
+
+-- /proc of Awesome's threads: the main one (tid = pid) and the watcher
+-- ("clua-stall"): voluntary context switches (one per wake-up) and the
+-- syscall line (proc(5)).
+local function thread(pid, tid)
+  local dir = "/proc/" .. pid .. "/task/" .. tid
+  local status = harness.readfile(dir .. "/status") or ""
+  local syscall = (harness.readfile(dir .. "/syscall") or ""):match("[^\n]*")
+  return tonumber(status:match("voluntary_ctxt_switches:%s*(%d+)")), syscall
+end
+
+local function watcher_tid(pid)
+  local out = harness.sh("grep -l '^clua-stall$' /proc/" .. pid .. "/task/*/comm")
+  return out:match("/task/(%d+)/comm")
+end
+
+-- The watcher sleeps on a futex without a timeout: FUTEX_WAIT_BITSET |
+-- FUTEX_PRIVATE_FLAG (0x89) with a NULL timeout (syscall 202 on x86-64).
+local function parked(syscall)
+  local nr, op, timeout = syscall:match("^(%d+) 0x%x+ (0x%x+) 0x%x+ (0x%x+)")
+  return nr == "202" and op == "0x89" and timeout == "0x0"
+end
+
+local function longest(wm)
+  local status = wm:client([[return require("clua.awesome").status()]])
+  return tonumber(status:match("longest main%-loop stall ([%d.]+) s")), status
 end
 
 local function skip_unless_ready()
@@ -60,12 +99,39 @@ describe("the stall breaker in a real Awesome #integration", function()
       -- with the traceback of the code that was interrupted
       assert.matches("stack traceback:", report, 1, true)
       assert.matches('[string "while true do end"]:1:', report, 1, true)
-      local status = wm:client([[return require("clua.awesome").status()]])
+      local seconds, status = longest(wm)
       assert.matches("stall: limit 2 s, 1 interrupted, longest main-loop stall ", status, 1, true)
-      local longest = tonumber(status:match("longest main%-loop stall ([%d.]+) s"))
-      -- (measured as the lateness of the guard's 0.5 s tick timer: at least
-      -- the limit minus one tick period)
-      assert.is_true(longest >= 1.2 and longest < 4, "longest stall " .. longest)
+      assert.matches("following the GLib main loop", status, 1, true)
+      -- measured from the loop's wake-up to its next sleep: the 2 s until
+      -- the interrupt, and what awful.remote did before and after
+      assert.is_true(seconds >= 1.9 and seconds < 3, "longest stall " .. seconds)
+    end)
+
+    it("interrupts a runaway key binding (run right after Awesome's poll), within limit + 1 s", function()
+      if not skip_unless_ready() then return end
+      local before = stalls(wm)
+      local t0 = testkit.now("monotonic")
+      -- XTEST: the key press reaches Awesome from the X server, in a later
+      -- turn of its loop; awesome-client returns at once.
+      wm:client([[root.fake_input("key_press", "F12") root.fake_input("key_release", "F12")]])
+      local n = harness.wait_until(10, function()
+        local ok, count = wm:try_client("return require('clua.awesome')._state.guard:stalls()", 10)
+        return ok and count > before and count
+      end, 0.2)
+      local took = testkit.now("monotonic") - t0
+      assert.equal(before + 1, n)
+      assert.is_true(took < 2 + 1, "interrupted after " .. took .. " s")
+      -- The traceback is the key binding's: awful.key calls it "press".
+      local report = harness.wait_until(2, function()
+        return wm:client([[
+          for _, e in ipairs(clua_spec.errors) do
+            if e:find("main loop stalled", 1, true) and e:find("awful/key.lua", 1, true)
+              and e:find("in upvalue 'press'", 1, true) then return e end
+          end
+          return false
+        ]])
+      end)
+      assert.is_truthy(report, "no debug::error with the key binding's traceback")
     end)
 
     it("names the function that blocked in C (io.popen():read) in its traceback", function()
@@ -83,10 +149,73 @@ describe("the stall breaker in a real Awesome #integration", function()
       assert.equal(1, wm:client("return 1"))
     end)
 
-    it("never interrupts an idle Awesome over 30 s", function()
+    it("never interrupts an idle Awesome over 30 s, nor wakes it", function()
       if not skip_unless_ready() then return end
       local before = stalls(wm)
+      local pid = wm:pid()
+      local wtid = assert(watcher_tid(pid), "no clua-stall thread in Awesome")
+      testkit.sleep(1)   -- the watcher's last look after the client call
+      local main0 = thread(pid, pid)
+      local watcher0, syscall = thread(pid, wtid)
+      assert.is_true(parked(syscall), "watcher not parked: " .. tostring(syscall))
       testkit.sleep(30)
+      local main1 = thread(pid, pid)
+      local watcher1 = thread(pid, wtid)
+      assert.equal(before, stalls(wm))
+      -- Only a wake-up of the loop itself (a clock change by another
+      -- program, say) may wake the watcher: once to time it, once more to
+      -- look. An idle Awesome wakes neither.
+      assert.is_true(watcher1 - watcher0 <= 2 * (main1 - main0),
+        ("watcher woke %d times while Awesome's main thread woke %d times")
+          :format(watcher1 - watcher0, main1 - main0))
+    end)
+
+    it("is not fooled by SIGSTOP of an idle Awesome for 3 limits", function()
+      if not skip_unless_ready() then return end
+      local before, longest_before = stalls(wm), longest(wm)
+      local pid = wm:pid()
+      testkit.sleep(1)
+      assert.is_true(testkit.kill(pid, 19))   -- SIGSTOP
+      testkit.sleep(6)
+      assert.is_true(testkit.kill(pid, 18))   -- SIGCONT
+      assert.equal(1, wm:client("return 1"))
+      assert.equal(before, stalls(wm))
+      assert.is_true(longest(wm) < longest_before + 0.5, "the stop counted as a stall")
+    end)
+
+    it("leaves Awesome's own C code alone while it waits 3 limits for a stopped X server", function()
+      if not skip_unless_ready() then return end
+      local before = stalls(wm)
+      local managed = wm:client("return clua_spec.managed")
+      local pid = wm:pid()
+      local wtid = assert(watcher_tid(pid))
+      -- A second X client grabs the server, so that X handles nobody else's
+      -- requests, then maps a window. Awesome gets the MapRequest and, in
+      -- its event handler, asks X for the window's attributes before any
+      -- Lua runs (event_handle_maprequest, Awesome 4.3): it waits there,
+      -- in its own C code, until the grab ends.
+      local x = assert(testkit.xclient(wm.display))
+      assert(x:grab())
+      assert(x:map())
+      testkit.sleep(1)
+      -- How we know no Lua ran: Awesome's main thread is blocked in
+      -- poll(2) (libxcb waiting for the reply), and the watcher sleeps
+      -- without a timeout, which it does only while no Lua has run since
+      -- the loop went idle (any Lua call would have woken it).
+      local _, main_syscall = thread(pid, pid)
+      local _, watcher_syscall = thread(pid, wtid)
+      testkit.sleep(5)
+      local _, main_later = thread(pid, pid)
+      assert(x:ungrab())
+      assert.matches("^7 ", main_syscall)
+      assert.matches("^7 ", main_later)
+      assert.is_true(parked(watcher_syscall), "watcher: " .. tostring(watcher_syscall))
+      -- Then Awesome manages the window (Lua runs) and answers.
+      local got = harness.wait_until(5, function()
+        return wm:client("return clua_spec.managed") > managed
+      end, 0.2)
+      x:close()
+      assert.is_truthy(got, "the window was never managed")
       assert.equal(before, stalls(wm))
     end)
   end)
