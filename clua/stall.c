@@ -23,8 +23,8 @@
  * Lua means C was running before it: the host's own code, or a process
  * that was stopped. Then it raises nothing.
  *
- * The same hook, set with a call mask only, also tells the watcher when
- * Lua starts running after the host said its loop was idle (idle()): in
+ * The same hook, set to fire on calls and returns, also tells the watcher
+ * when Lua runs again after the host said its loop was idle (idle()): in
  * Awesome, X events are handled right after its poll, before the poll
  * function returns to GLib, and that is the first sign of life we get.
  */
@@ -48,7 +48,9 @@
 #define GUARD_TNAME "clua.stallguard"
 #define LAST_KEY "clua.stallguard.last"
 #define INTERRUPT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
-#define WAKE_MASK LUA_MASKCALL
+/* Lua runs again: a call, or a return (Lua that called a C function which
+ * ran the host's loop, as Awesome's selection() does). */
+#define WAKE_MASK (LUA_MASKCALL | LUA_MASKRET)
 #define LIMIT_MAX 86400.0		/* a day; also keeps ns within 64 bits */
 
 /* The userdata. Only the main thread reads or writes it. */
@@ -250,7 +252,8 @@ static int lua_was_running(lua_State *L, const lua_Debug *ar)
 	}
 }
 
-/* At the next Lua event after idle() (a call), or after the signal. */
+/* At the next Lua event after idle() (a call or a return), or after the
+ * signal. */
 static void on_hook(lua_State *L, lua_Debug *ar)
 {
 	lua_State *main = main_state();
@@ -582,12 +585,13 @@ static int l_glib(lua_State *L)
 
 /***
  * The loop's Lua work is done and it is about to sleep: the busy stretch
- * ends, and the watcher sleeps until Lua runs again (the next Lua call
- * ends the idle period) or the loop's poll returns. Meant for a host with
- * its own GLib poll function that runs Lua before it polls (`glib`):
- * Awesome calls it from its "refresh" signal, last. While another hook is
- * set (a debugger, a profiler) the next Lua call cannot be seen, and the
- * idle period lasts until the poll returns.
+ * ends, and the watcher sleeps until Lua runs again after the host's poll
+ * (the next Lua call or return, seen by a hook) or the poll function
+ * returns. Meant for a host with its own GLib poll function that runs Lua
+ * before it polls (`glib`): Awesome calls it from its "refresh" signal,
+ * last. While another hook is set (a debugger, a profiler) Lua running
+ * again cannot be seen, and the idle period lasts until the poll function
+ * returns.
  * @function stallguard:idle
  * @treturn boolean true while the guard runs, false once stopped
  */

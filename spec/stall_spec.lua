@@ -233,6 +233,20 @@ describe("clua.stallguard", function()
     assert.is_true(took >= 3 * limit, "not stopped? " .. took .. " s")
   end)
 
+  it("after idle(), counts Lua running again as busy, even a loop that calls nothing", function()
+    local g = guard(0.4)
+    local t0 = now()
+    local ok, err = pcall(function()
+      -- idle() from a callback, then back in Lua: the returns are seen
+      testkit.spin_c(0, function() g:idle() end)
+      spin()
+    end)
+    local took = now() - t0
+    assert.is_false(ok)
+    assert.matches("main loop stalled", err, 1, true)
+    assert.is_true(took <= 0.4 + SLACK, "interrupted after " .. took .. " s")
+  end)
+
   it("stops at once in the child of a fork, where a new guard works", function()
     local g = guard(5)
     local pid, fd = assert(testkit.fork())
