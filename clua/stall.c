@@ -378,6 +378,7 @@ static void forked_child(void)
 		__atomic_store_n(&st.L, NULL, __ATOMIC_RELEASE);
 		sigaction(st.signo, &st.old_action, NULL);
 		st.owner = NULL;
+		stallwatch_forked();
 		__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
 	}
 	mainloop_forked();
@@ -534,7 +535,7 @@ static int l_stallguard(lua_State *L)
 /***
  * Mark the main loop alive: the busy stretch ends, a new one begins. A
  * few atomic stores and a read of the monotonic clock (vDSO, no system
- * call), plus one futex wake when the loop was idle.
+ * call); when the loop was idle (`glib`, `idle`), one timerfd_settime.
  * @function stallguard:tick
  * @treturn boolean true while the guard runs, false once stopped (a tick
  *   on a stopped guard does nothing)
@@ -554,8 +555,9 @@ static int l_tick(lua_State *L)
  * Follow GLib's main loop instead of needing ticks: every turn of the
  * default main context's loop counts as a tick, and while the loop sleeps
  * in poll the watcher sleeps too, without a timeout (an idle process is
- * never woken). Call it from inside the running loop (a host may install
- * its own poll function just before the loop starts: Awesome does).
+ * never woken, and a short turn of the loop does not wake the watcher).
+ * Call it from inside the running loop (a host may install its own poll
+ * function just before the loop starts: Awesome does).
  *
  * GLib is the copy already loaded in the process (by the host, or by
  * lgi); clua does not link it. When the loop polls through a host's own

@@ -12,7 +12,8 @@
  *
  * Vocabulary. A "stretch" is one busy period of the main loop: from the
  * moment it wakes (or ticks) to the moment it is idle again (or ticks
- * again). While the loop is idle the watcher sleeps without a timeout.
+ * again). While the loop is idle the watcher sleeps without a timeout, and
+ * a stretch shorter than a quarter of the limit does not wake it.
  */
 #ifndef CLUA_STALL_H
 #define CLUA_STALL_H
@@ -38,13 +39,15 @@ struct stallwatch_config {
 int stallwatch_start(const struct stallwatch_config *c);
 /* Stops and joins it (not in a forked child: the thread is not there). */
 void stallwatch_stop(void);
+/* In a forked child: closes what the parent's thread used. */
+void stallwatch_forked(void);
 
 /* Main thread only. A tick: the current stretch ends, a new one begins. */
 void stallwatch_tick(void);
 /* The loop is about to sleep: the current stretch ends. */
 void stallwatch_idle(void);
 /* The loop woke up: a new stretch begins (nothing when already busy).
- * Wakes the watcher when it sleeps without a timeout. */
+ * When the watcher sleeps, arms its timer (a quarter of the limit). */
 void stallwatch_wake(void);
 int stallwatch_is_idle(void);
 

@@ -7,16 +7,22 @@
  * handles. It never touches the Lua state, and has every signal blocked.
  *
  * Three rules shape it:
- *  - An idle process is never woken. While the loop is idle this thread
- *    sleeps on a futex without a timeout; the main thread's next wake-up
- *    rings it (one FUTEX_WAKE per idle->busy transition, none otherwise).
+ *  - An idle process is never woken, and a short turn of its loop does not
+ *    wake this thread either. While the loop is idle this thread sleeps
+ *    without a timeout. When the loop wakes, the main thread arms a timer
+ *    (a timerfd, a quarter of the limit ahead) and disarms it when the loop
+ *    is idle again: only a stretch that lasts that long wakes this thread.
+ *    Two timerfd_settime calls per turn of the loop while this thread
+ *    sleeps; none while it is awake timing a stretch.
  *  - Frozen time is not stall time. A stopped process (SIGSTOP, the cgroup
  *    freezer, a debugger stopping every thread, a paused VM) stops this
  *    thread too, and it wakes late. While the loop is busy it looks every
  *    quarter of the limit and credits each look with at most what it meant
- *    to sleep, plus slack: a freeze of any length adds at most a quarter of
- *    the limit and the slack. A main thread stopped alone (a debugger in
- *    non-stop mode) shows as stopped in /proc and is not credited at all.
+ *    to sleep, or the CPU time the main thread used meanwhile if that is
+ *    more (this thread merely waiting for a CPU, as under valgrind, is no
+ *    freeze), plus slack: a freeze of any length adds at most a quarter of
+ *    the limit and the slack. A main thread stopped alone (a debugger in non-stop
+ *    mode) shows as stopped in /proc and is not credited at all.
  *  - No EINTR. The signal goes only to a main thread that is running, or
  *    blocked in a call that SA_RESTART restarts (read, write, wait4, ...).
  *    Never to one blocked in poll, select, nanosleep and the like: those
@@ -24,13 +30,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +56,8 @@ static struct {
 	struct stallwatch_config c;
 	long long look_ns;	/* how often it looks while the loop is busy */
 	long long slack_ns;	/* lateness that still counts as running */
+	clockid_t main_cpu;	/* the main thread's CPU clock */
+	int have_main_cpu;
 	pthread_t thread;
 	/* Written by the main thread. */
 	unsigned stretch;	/* (atomic) id of the current stretch, never 0 */
@@ -67,9 +77,11 @@ static struct {
 	long long handled_at;	/* (atomic) and when */
 	/* Sleeping and waking. */
 	int parked;		/* (atomic) sleeping without a timeout */
-	unsigned bell;		/* (atomic) futex word, bumped to wake it */
 	int stopping;		/* (atomic) */
-} w;
+	int timer_fd;		/* armed by the main thread while it is parked */
+	int stop_fd;		/* an eventfd: stop() wakes it at once */
+	int timer_armed;	/* main thread only */
+} w = {.timer_fd = -1, .stop_fd = -1};
 
 long long stall_now(void)
 {
@@ -79,26 +91,39 @@ long long stall_now(void)
 	return (long long)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
 }
 
-/* Sleeps while *word == expected, until the absolute CLOCK_MONOTONIC time
- * at (NULL: no timeout), or until woken. */
-static void futex_wait(unsigned *word, unsigned expected, long long at)
+static struct timespec to_timespec(long long ns)
 {
-	struct timespec ts, *tsp = NULL;
+	struct timespec ts;
 
-	if (at >= 0) {
-		ts.tv_sec = (time_t)(at / NSEC_PER_SEC);
-		ts.tv_nsec = (long)(at % NSEC_PER_SEC);
-		tsp = &ts;
-	}
-	syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
-		expected, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+	ts.tv_sec = (time_t)(ns / NSEC_PER_SEC);
+	ts.tv_nsec = (long)(ns % NSEC_PER_SEC);
+	return ts;
 }
 
-static void ring(void)
+/* Sleeps until the stop eventfd is written, the absolute CLOCK_MONOTONIC
+ * time at passes (at < 0: no timeout), or, when with_timer, the timerfd
+ * expires. */
+static void sleep_until(long long at, int with_timer)
 {
-	__atomic_add_fetch(&w.bell, 1, __ATOMIC_SEQ_CST);
-	syscall(SYS_futex, &w.bell, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
-		NULL, NULL, 0);
+	struct pollfd fds[2] = {{w.stop_fd, POLLIN, 0}, {w.timer_fd, POLLIN, 0}};
+	struct timespec ts, *tsp = NULL;
+	uint64_t n;
+
+	if (at >= 0) {
+		long long left = at - stall_now();
+		ts = to_timespec(left > 0 ? left : 0);
+		tsp = &ts;
+	}
+	ppoll(fds, with_timer ? 2 : 1, tsp, NULL);
+	if (with_timer && read(w.timer_fd, &n, sizeof n) < 0)
+		n = 0;		/* not expired: nothing to take */
+}
+
+static void set_timer(long long ns)
+{
+	struct itimerspec its = {{0, 0}, to_timespec(ns)};
+
+	timerfd_settime(w.timer_fd, 0, &its, NULL);
 }
 
 /* --- The main thread's side ------------------------------------------ */
@@ -124,12 +149,14 @@ static void begin_stretch(long long now)
 
 /* Busy again. With its counterpart in park() this is Dekker's pattern: we
  * store idle = 0 then read parked, it stores parked = 1 then reads idle;
- * one of the two sees the other, so a wake-up is never lost. */
+ * one of the two sees the other, so a stretch is never missed. */
 static void set_busy(void)
 {
 	__atomic_store_n(&w.idle, 0, __ATOMIC_SEQ_CST);
-	if (__atomic_exchange_n(&w.parked, 0, __ATOMIC_SEQ_CST))
-		ring();
+	if (!w.timer_armed && __atomic_load_n(&w.parked, __ATOMIC_SEQ_CST)) {
+		set_timer(w.look_ns);
+		w.timer_armed = 1;
+	}
 }
 
 void stallwatch_tick(void)
@@ -148,6 +175,10 @@ void stallwatch_idle(void)
 		return;
 	end_stretch(stall_now());
 	__atomic_store_n(&w.idle, 1, __ATOMIC_SEQ_CST);
+	if (w.timer_armed) {
+		set_timer(0);		/* a short stretch: never seen */
+		w.timer_armed = 0;
+	}
 }
 
 void stallwatch_wake(void)
@@ -274,9 +305,20 @@ static int main_signalable(void)
 
 /* --- The watcher ------------------------------------------------------- */
 
+/* CPU time the main thread has used, in ns (0 when unknown). */
+static long long main_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (!w.have_main_cpu || clock_gettime(w.main_cpu, &ts) != 0)
+		return 0;
+	return (long long)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
+}
+
 /* What the watcher knows of the stretch it is timing. */
 struct look {
 	long long at;		/* when it last looked */
+	long long main_cpu;	/* the main thread's CPU time then */
 	unsigned stretch;	/* which stretch that was */
 	long long seen;		/* busy time of it witnessed, freezes left out */
 	long long next_fire;	/* signal once seen reaches this */
@@ -300,27 +342,29 @@ static void take_ended(void)
 		raise_longest(unfrozen(len, LOAD(&w.ended_at)));
 }
 
-/* Starts timing whatever stretch runs now. The stretch may have begun a
- * moment ago (the main thread rang us then): count that moment, but never
- * more than the slack (the process may have been frozen in between). */
+/* Starts timing whatever stretch runs now. It began a quarter of the
+ * limit ago when the main thread's timer woke us: count that, but never
+ * more than a look would (the process may have been frozen in between). */
 static void restart(struct look *lk)
 {
 	long long now = stall_now(), since = now - LOAD(&w.busy_since);
+	long long most = w.look_ns + w.slack_ns;
 
 	lk->at = now;
+	lk->main_cpu = main_cpu_ns();
 	lk->stretch = LOAD(&w.stretch);
-	lk->seen = since < 0 ? 0 : since < w.slack_ns ? since : w.slack_ns;
+	lk->seen = since < 0 ? 0 : since < most ? since : most;
 	lk->next_fire = w.c.limit_ns;
 }
 
-/* Sleeps without a timeout while the loop stays idle (see set_busy). */
+/* Sleeps without a timeout while the loop is idle or its stretches short:
+ * until a stretch lasts a quarter of the limit (the main thread's timer),
+ * or stop (see set_busy). */
 static void park(void)
 {
-	unsigned bell = LOAD(&w.bell);
-
 	__atomic_store_n(&w.parked, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&w.idle, __ATOMIC_SEQ_CST) && !LOAD(&w.stopping))
-		futex_wait(&w.bell, bell, -1);
+		sleep_until(-1, 1);
 	__atomic_store_n(&w.parked, 0, __ATOMIC_SEQ_CST);
 }
 
@@ -357,11 +401,13 @@ static void fire(unsigned stretch, long long seen, long long now)
 static void look(struct look *lk, long long planned)
 {
 	long long now = stall_now(), elapsed = now - lk->at;
-	long long credit = elapsed < planned + w.slack_ns
-		? elapsed : planned + w.slack_ns;
+	long long cpu = main_cpu_ns(), ran = cpu - lk->main_cpu;
+	long long most = (ran > planned ? ran : planned) + w.slack_ns;
+	long long credit = elapsed < most ? elapsed : most;
 	unsigned stretch;
 
 	lk->at = now;
+	lk->main_cpu = cpu;
 	if (credit < elapsed) {		/* we could not run: frozen */
 		STORE(&w.freeze_from, now - (elapsed - credit));
 		STORE(&w.freeze_to, now);
@@ -406,10 +452,20 @@ static void *watch(void *unused)
 			continue;
 		}
 		planned = plan_sleep(&lk);
-		futex_wait(&w.bell, LOAD(&w.bell), lk.at + planned);
+		sleep_until(lk.at + planned, 0);
 		look(&lk, planned);
 	}
 	return NULL;
+}
+
+static void close_fds(void)
+{
+	if (w.timer_fd >= 0)
+		close(w.timer_fd);
+	if (w.stop_fd >= 0)
+		close(w.stop_fd);
+	w.timer_fd = w.stop_fd = -1;
+	w.timer_armed = 0;
 }
 
 int stallwatch_start(const struct stallwatch_config *c)
@@ -418,8 +474,16 @@ int stallwatch_start(const struct stallwatch_config *c)
 	int err;
 
 	w.c = *c;
+	w.have_main_cpu = pthread_getcpuclockid(c->main_thread, &w.main_cpu) == 0;
 	w.look_ns = c->limit_ns / 4 > MIN_SLEEP_NS ? c->limit_ns / 4 : MIN_SLEEP_NS;
 	w.slack_ns = c->limit_ns / 8 > MIN_SLACK_NS ? c->limit_ns / 8 : MIN_SLACK_NS;
+	w.timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	w.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w.timer_fd < 0 || w.stop_fd < 0) {
+		err = errno;
+		close_fds();
+		return err;
+	}
 	STORE(&w.busy_since, stall_now());	/* starting counts as a tick */
 	STORE(&w.stretch, 1u);
 	STORE(&w.idle, 0);
@@ -436,14 +500,26 @@ int stallwatch_start(const struct stallwatch_config *c)
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	err = pthread_create(&w.thread, NULL, watch, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (err == 0)
-		pthread_setname_np(w.thread, "clua-stall");
-	return err;
+	if (err != 0) {
+		close_fds();
+		return err;
+	}
+	pthread_setname_np(w.thread, "clua-stall");
+	return 0;
 }
 
 void stallwatch_stop(void)
 {
+	uint64_t one = 1;
+
 	__atomic_store_n(&w.stopping, 1, __ATOMIC_SEQ_CST);
-	ring();
+	if (write(w.stop_fd, &one, sizeof one) < 0)
+		one = 0;	/* a full eventfd: it is awake already */
 	pthread_join(w.thread, NULL);
+	close_fds();
+}
+
+void stallwatch_forked(void)
+{
+	close_fds();
 }

@@ -150,7 +150,7 @@ describe("clua.stallguard", function()
     assert.equal(1, g:stalls())
   end)
 
-  it("never sends its signal into a poll or a nanosleep (no EINTR): they run to their end", function()
+  it("never signals into a poll or a nanosleep (no EINTR): both run to their end", function()
     local g = guard(0.3)
     -- Each waits about 3 limits. Once it returns, Lua runs on in the same
     -- stall, and may be interrupted right there (pcall): whether it was or
@@ -184,8 +184,10 @@ describe("clua.stallguard", function()
 
   it("raises when a C function stalls and then returns into the Lua that called it", function()
     local g = guard(0.4)
+    -- (valgrind runs one thread at a time, and under load the watcher may
+    -- get its turn late: give it time to see the stall)
     local function calls_slow_c()
-      testkit.spin_c(1.2)
+      testkit.spin_c(VALGRIND and 3 or 1.2)
       return "after"
     end
     local ok, err = pcall(function()
@@ -193,12 +195,12 @@ describe("clua.stallguard", function()
       return r
     end)
     assert.is_false(ok)
-    assert.matches("main loop stalled for 1%.%d s: interrupted", err)
+    assert.matches("main loop stalled for %d%.%d s: interrupted", err)
     assert.matches("calls_slow_c", err, 1, true)
     assert.equal(1, g:stalls())
   end)
 
-  it("does not count the time the process was stopped: SIGSTOP for 3 limits in a tick loop", function()
+  it("does not count the time stopped (SIGSTOP for 3 limits) in a tick loop", function()
     local limit = VALGRIND and 2 or 1
     local g = guard(limit)
     local stopper = assert(testkit.stop_me(0.3, 3 * limit))
@@ -377,7 +379,10 @@ describe("clua.stallguard", function()
       local before = watcher_switches()
       busy(1, 0.05, function() g2:tick() end)
       local ticking = watcher_switches() - before
-      assert.is_true(following <= 4, following .. " wake-ups in 2 s of idle loop")
+      -- (the loop itself woke once, for a short turn: no wake-up for that;
+      -- the watcher may still have had a last look to take after the
+      -- first callback, and under valgrind the one before it)
+      assert.is_true(following <= 2, following .. " wake-ups in 2 s of idle loop")
       assert.is_true(ticking >= 10, "only " .. ticking .. " wake-ups in 1 s when not following")
     end)
 
@@ -447,7 +452,7 @@ describe("clua.stallguard", function()
       assert.is_true(g:longest() < limit, "frozen time counted: " .. g:longest())
     end)
 
-    it("with a host's poll function, Lua after idle() in the host's refresh keeps the loop idle", function()
+    it("with a host's poll function, Lua after idle() in the host's refresh stays idle", function()
       if not need_lgi() then return end
       local g = guard(0.2)
       local extra = 0
@@ -460,23 +465,23 @@ describe("clua.stallguard", function()
       assert.is_true(g:glib())
       assert.matches(", GLib host poll%)$", tostring(g))
       local wakeups = idle_wakeups()
-      assert.is_true(wakeups <= 4, wakeups .. " wake-ups in 2 s of idle loop")
+      assert.is_true(wakeups <= 2, wakeups .. " wake-ups in 2 s of idle loop")
       assert.is_true(extra > 0)
       assert.same({}, host_errors)
     end)
 
-    it("with a host's poll function, interrupts runaway Lua the host runs after its poll", function()
+    it("with a host's poll function, interrupts runaway Lua run after its poll", function()
       if not need_lgi() then return end
       local g = guard(0.5)
-      local armed, started, took = false, nil, nil
+      local armed, took = false, nil
       use_host(function() g:idle() end, function()
         -- Like an X key binding in Awesome: after the poll, before GLib
         -- dispatches anything.
         if armed then
           armed = false
-          started = now()
-          local ok, err = pcall(spin)
-          took = now() - started
+          local t0 = now()
+          local _, err = pcall(spin)
+          took = now() - t0
           error(err, 0)
         end
       end)

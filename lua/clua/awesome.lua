@@ -70,13 +70,6 @@ local state = {
     errors = {},           -- features that failed to start, with why
 }
 
--- The monotonic clock, in seconds (GLib's, like gears.timer's).
-local monotonic
-do
-    local GLib = lgi.GLib
-    monotonic = function() return GLib.get_monotonic_time() / 1e6 end
-end
-
 -- Reports an error without raising: on stderr through gears.debug and as
 -- the `debug::error` signal, which Awesome's default rc.lua turns into a
 -- notification.
