@@ -356,6 +356,8 @@ end
 -- @param[opt] args.manager a support.systemd manager: run Awesome as its
 --   unit `args.unit` (default "awesome.service") instead
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
+-- @tparam[opt] table args.env variables (`{NOTIFY_SOCKET = "@x"}`) for
+--   Awesome alone, not for the bus or Xvfb (without a manager only)
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -374,6 +376,11 @@ function harness.start(args)
   for _, e in ipairs(env) do
     local k, v = e:match("^([^=]+)=(.*)$")
     assigns[#assigns + 1] = k .. "=" .. shq(v)
+  end
+  if args.env then
+    local lines = {}
+    for k, v in pairs(args.env) do lines[#lines + 1] = "export " .. k .. "=" .. shq(v) end
+    writefile(self.dir .. "/awesome.env", table.concat(lines, "\n") .. "\n")
   end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID " ..
