@@ -341,7 +341,9 @@ describe("watchoutput #integration", function()
 
         NOTIFY_SOCKET=$N WATCHDOG_USEC=20000 timeout -k 1 30 "$W" sh -c '
           i=0
-          while [ $i -lt 30 ]; do seq $((i * 10000 + 1)) $(((i + 1) * 10000)); sleep 0.02; i=$((i + 1)); done
+          while [ $i -lt 30 ]; do
+            seq $((i * 10000 + 1)) $(((i + 1) * 10000)); sleep 0.02; i=$((i + 1))
+          done
           exit 7' 2>"$T/nr.err" | cat >"$T/nr.out"
         echo "rc=${PIPESTATUS[0]}"
         seq 1 300000 | cmp - "$T/nr.out" && echo same
@@ -369,7 +371,8 @@ describe("watchoutput #integration", function()
     it("starts the child with no signal blocked, whatever mask it inherited", function()
       if not have("perl") then return pending("needs perl") end
       local code, out = run([[
-        timeout -k 1 10 perl -e 'use POSIX; sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM, SIGINT));
+        timeout -k 1 10 perl -e 'use POSIX;
+            sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM, SIGINT));
             exec @ARGV or exit 126' "$W" grep SigBlk /proc/self/status
       ]])
       assert.equal(0, code)
@@ -382,7 +385,12 @@ describe("watchoutput #integration", function()
     local function term_while_stalled(child)
       return run([[
         rm -f "$T/st.pid" "$T/st.rc"
-        ( "$W" ]] .. child .. [[ 2>"$T/st.err" & echo $! >"$T/st.pid"; wait $!; echo "rc=$?" >"$T/st.rc" ) | sleep 30 &
+        (
+          "$W" ]] .. child .. [[ 2>"$T/st.err" &
+          echo $! >"$T/st.pid"
+          wait $!
+          echo "rc=$?" >"$T/st.rc"
+        ) | sleep 30 &
         reader=$!
         for i in $(seq 100); do test -s "$T/st.pid" && break; sleep 0.05; done
         p=$(cat "$T/st.pid")
