@@ -1,7 +1,7 @@
 --- `make demo`: clua at work inside a real, headless Awesome.
 --
 -- Runs examples/rc.lua in Awesome 4.3 under Xvfb, as the user service
--- examples/awesome.service of a private `systemd --user` manager, and shows
+-- session/awesome.service of a private `systemd --user` manager, and shows
 -- each feature with timestamps: orphans adopted and gone, a clock change
 -- seen at once with a textclock refreshed, a runaway loop interrupted by the
 -- stall breaker, a hang in C killed by the watchdog and Awesome restarted.
