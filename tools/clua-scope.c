@@ -298,26 +298,61 @@ static uint64_t now_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* What the wait for the scope's job found. */
-struct job {
-	const char *path;	/* the job to wait for, NULL before the reply */
-	char result[32];	/* its result once removed, "" before */
+/* Where the request for the scope stands.  Everything runs
+ * asynchronously under one deadline: connecting, authenticating, the call
+ * and the job; sd-bus's own waits (90 s to authenticate) would be far
+ * longer than an application may wait to start. */
+struct request {
+	int error;		/* negative errno once it failed */
+	char why[256];		/* what failed */
+	char job[256];		/* the scope's job, "" before the reply */
+	char result[32];	/* the job's result once removed, "" before */
 };
 
-/* JobRemoved(id, job, unit, result): the job that creates our scope is
- * done once this names it. */
+static void request_failed(struct request *req, int error, const char *why)
+{
+	if (req->error == 0) {
+		req->error = error < 0 ? error : -EIO;
+		snprintf(req->why, sizeof req->why, "%s", why);
+	}
+}
+
+/* The reply to StartTransientUnit: the job that creates the scope. */
+static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	struct request *req = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(m);
+	const char *job;
+	char why[sizeof req->why];
+
+	(void)error;
+	if (e != NULL) {
+		snprintf(why, sizeof why, "StartTransientUnit: %s",
+			 e->message ? e->message : e->name);
+		request_failed(req, -sd_bus_message_get_errno(m), why);
+	} else if (sd_bus_message_read(m, "o", &job) < 0) {
+		request_failed(req, -EBADMSG, "StartTransientUnit's reply");
+	} else {
+		snprintf(req->job, sizeof req->job, "%s", job);
+	}
+	return 0;
+}
+
+/* JobRemoved(id, job, unit, result): the scope exists once this names
+ * our job.  It may come before the reply is read: the manager's signals
+ * then wait in sd-bus's queue until the reply has been dispatched. */
 static int on_job_removed(sd_bus_message *m, void *userdata,
 			  sd_bus_error *error)
 {
-	struct job *job = userdata;
-	const char *path, *unit, *result;
+	struct request *req = userdata;
+	const char *job, *unit, *result;
 	uint32_t id;
 
 	(void)error;
-	if (sd_bus_message_read(m, "uoss", &id, &path, &unit, &result) < 0)
+	if (sd_bus_message_read(m, "uoss", &id, &job, &unit, &result) < 0)
 		return 0;
-	if (job->path && strcmp(path, job->path) == 0)
-		snprintf(job->result, sizeof job->result, "%s", result);
+	if (req->job[0] != '\0' && strcmp(job, req->job) == 0)
+		snprintf(req->result, sizeof req->result, "%s", result);
 	return 0;
 }
 
@@ -343,10 +378,9 @@ static int connect_manager(sd_bus **bus)
 	return r;
 }
 
-static int call_start_transient_unit(sd_bus *bus, const char *unit,
-				     const char *desc, uint64_t timeout,
-				     sd_bus_message **reply,
-				     sd_bus_error *error)
+/* Queues StartTransientUnit for a scope holding this very process. */
+static int request_scope(sd_bus *bus, const char *unit, const char *desc,
+			 uint64_t timeout, struct request *req)
 {
 	sd_bus_message *m = NULL;
 	int r;
@@ -369,83 +403,72 @@ static int call_start_transient_unit(sd_bus *bus, const char *unit,
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a(sa(sv))", 0);
 	if (r >= 0)
-		r = sd_bus_call(bus, m, timeout, error, reply);
+		r = sd_bus_call_async(bus, NULL, m, on_reply, req, timeout);
 	sd_bus_message_unref(m);
 	return r;
 }
 
-/* Runs the bus until the job is removed or the deadline passes. */
-static int wait_for_job(sd_bus *bus, struct job *job, uint64_t deadline)
+/* Runs the connection until the job is removed, the request failed, or
+ * the deadline passed. */
+static void run_until_done(sd_bus *bus, struct request *req,
+			   uint64_t deadline)
 {
-	while (job->result[0] == '\0') {
+	while (req->error == 0 && req->result[0] == '\0') {
 		uint64_t now = now_usec();
 		int r = sd_bus_process(bus, NULL);
 
-		if (r < 0)
-			return r;
-		if (r > 0)
-			continue;
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		r = sd_bus_wait(bus, deadline - now);
-		if (r < 0 && r != -EINTR)
-			return r;
+		if (r < 0) {
+			request_failed(req, r, "talking to the user manager");
+		} else if (r == 0) {
+			if (now >= deadline) {
+				request_failed(req, -ETIMEDOUT,
+					       "the user manager did not answer");
+				break;
+			}
+			r = sd_bus_wait(bus, deadline - now);
+			if (r < 0 && r != -EINTR)
+				request_failed(req, r, "waiting for the user manager");
+		}
 	}
-	return strcmp(job->result, "done") == 0 ? 0 : -EIO;
+	if (req->error == 0 && strcmp(req->result, "done") != 0) {
+		char why[sizeof req->why];
+
+		snprintf(why, sizeof why, "the scope's job ended '%s'", req->result);
+		request_failed(req, -EIO, why);
+	}
 }
 
 /* Moves this process into a new scope `unit`.  0 when it is in; else a
- * negative errno, with *why saying what failed. */
-static int enter_scope(const char *unit, const char *desc, const char **why)
+ * negative errno, with req->why saying what failed. */
+static int enter_scope(const char *unit, const char *desc, struct request *req)
 {
 	uint64_t deadline = now_usec() + SCOPE_TIMEOUT_USEC;
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *reply = NULL;
-	struct job job = {NULL, ""};
 	sd_bus *bus = NULL;
-	static char text[256];
 	int r;
 
-	*why = "no systemd user manager";
 	r = connect_manager(&bus);
-	if (r < 0)
+	if (r < 0) {
+		request_failed(req, r, "no systemd user manager");
 		goto done;
-	*why = "JobRemoved";
-	/* Before the call: the job may end before its reply is read. */
+	}
+	/* Before the call: JobRemoved can follow the reply at once. */
 	r = sd_bus_match_signal(bus, NULL, "org.freedesktop.systemd1",
 				"/org/freedesktop/systemd1",
 				"org.freedesktop.systemd1.Manager",
-				"JobRemoved", on_job_removed, &job);
-	if (r < 0)
-		goto done;
-	*why = "StartTransientUnit";
-	r = call_start_transient_unit(bus, unit, desc, SCOPE_TIMEOUT_USEC,
-				      &reply, &error);
+				"JobRemoved", on_job_removed, req);
+	if (r >= 0)
+		r = request_scope(bus, unit, desc, SCOPE_TIMEOUT_USEC, req);
 	if (r < 0) {
-		if (error.message) {
-			snprintf(text, sizeof text, "StartTransientUnit: %s",
-				 error.message);
-			*why = text;
-		}
+		request_failed(req, r, "StartTransientUnit");
 		goto done;
 	}
-	r = sd_bus_message_read(reply, "o", &job.path);
-	if (r < 0)
-		goto done;
-	r = wait_for_job(bus, &job, deadline);
-	if (r == -EIO) {
-		snprintf(text, sizeof text, "the scope's job ended '%s'",
-			 job.result);
-		*why = text;
-	} else {
-		*why = "waiting for the scope";
-	}
+	run_until_done(bus, req, deadline);
 done:
-	sd_bus_error_free(&error);
-	sd_bus_message_unref(reply);
-	/* Closes the socket (close-on-exec anyway) before COMMAND runs. */
-	sd_bus_flush_close_unref(bus);
-	return r < 0 ? r : 0;
+	/* Closes the socket (close-on-exec anyway) before COMMAND runs.  No
+	 * flush: nothing is left to send, and a flush would wait for a
+	 * manager that does not answer for as long as sd-bus likes. */
+	sd_bus_close_unref(bus);
+	return req->error;
 }
 
 /* ---- main ---------------------------------------------------------- */
@@ -464,7 +487,7 @@ int main(int argc, char **argv)
 {
 	struct options opt = {NULL, NULL, NULL};
 	char unit[UNIT_NAME_MAX + 1], desc[DESCRIPTION_MAX + 1];
-	const char *why;
+	struct request req = {0, "", "", ""};
 	int rc, r;
 
 	rc = parse_options(argc, argv, &opt);
@@ -472,9 +495,9 @@ int main(int argc, char **argv)
 		return rc;
 	unit_name(&opt, unit, sizeof unit);
 	description(opt.command, desc, sizeof desc);
-	r = enter_scope(unit, desc, &why);
+	r = enter_scope(unit, desc, &req);
 	if (r < 0)
-		say("%s: %s; running %s without a scope", why, strerror(-r),
+		say("%s: %s; running %s without a scope", req.why, strerror(-r),
 		    opt.command[0]);
 	return exec_command(opt.command);
 }
