@@ -441,6 +441,7 @@ end
 --   unit `args.unit` (default "awesome.service") instead
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
 -- @tparam[opt] boolean args.session start it through the session command
+-- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -464,7 +465,7 @@ function harness.start(args)
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID " ..
     table.concat(assigns, " ") ..
     " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
-    shq(self.dir) .. (self.manager and "" or " " .. shq(self.rc)) ..
+    shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
   for line in self.session:lines() do
@@ -483,6 +484,7 @@ function harness.start(args)
     self:stop()
     return nil, why
   end
+  if args.display_only then return self end
   if self.manager then
     local ok, why = self:start_unit(args)
     if not ok then
