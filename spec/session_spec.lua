@@ -180,6 +180,35 @@ WantedBy=graphical-session.target
     ]=])
   end)
 
+  it("keeps startup notification, exit callbacks and Awesome's own error for a missing program", function()
+    if not skip_unless_ready() then return end
+    local out = wm:client([[
+      local awful = require("awful")
+      local pid, snid = awful.spawn({ "sleep", "1003" })
+      clua_spec_exit = nil
+      awesome.spawn({ "sh", "-c", "exit 3" }, false, false, false, false, function(reason, code)
+          clua_spec_exit = reason .. " " .. code
+      end)
+      local missing = awful.spawn("clua-no-such-program")
+      return tostring(pid) .. " " .. tostring(snid) .. "\n" .. tostring(missing)
+    ]])
+    local pid, snid, missing = out:match("^(%d+) (%S+)\n(.*)$")
+    assert.is_string(snid, out)
+    assert.is_truthy(harness.wait_until(5, function()
+      return (shell.read_file("/proc/" .. pid .. "/comm") or "") == "sleep\n"
+    end))
+    assert.matches("^app%-awesome%-sleep%-", unit_of(pid))
+    local environ = "\0" .. (shell.read_file("/proc/" .. pid .. "/environ") or "")
+    assert.is_truthy(environ:find("\0DESKTOP_STARTUP_ID=" .. snid .. "\0", 1, true),
+      "DESKTOP_STARTUP_ID reaches the program")
+    testkit.kill(tonumber(pid), 15)
+    assert.is_truthy(harness.wait_until(5, function()
+      return wm:client("return clua_spec_exit") == "exit 3"
+    end), "the exit callback got the code")
+    -- What Awesome says of a program it cannot find, as without clua.
+    assert.matches("^Failed to execute child process .*clua%-no%-such%-program", missing)
+  end)
+
   it("gets 500 easy_async exit codes right while the scoped applications run", function()
     if not skip_unless_ready() then return end
     local ok = wm:client([[

@@ -434,15 +434,18 @@ end
 -- Window places across restarts -----------------------------------------
 
 -- A restarted Awesome manages the windows that survived it, but Awesome
--- 4.3 gives each back only its first tag (_NET_WM_DESKTOP) and floating
--- state.  Each window's place is kept in an X property of the window
+-- 4.3 gives each back only its first tag (_NET_WM_DESKTOP) and its
+-- floating state.  Each window's place is kept in an X property of the window
 -- itself, rewritten whenever it changes: the X server holds it, so it
 -- outlives an Awesome killed by the watchdog as well as one restarted in
 -- place, and the new Awesome puts the window back where it was.
 local restore = {
     PROPERTY = "clua.awesome.place",
-    -- Client properties kept, besides screen and tags.
-    FLAGS = { "floating", "maximized", "maximized_horizontal", "maximized_vertical",
+    -- Client properties kept, besides screen and tags.  Not `floating`:
+    -- awful keeps that one itself (awful.client.property.persist), and
+    -- c.floating also reads true for a window only floating because it is
+    -- maximized, which would come back as floating for good.
+    FLAGS = { "maximized", "maximized_horizontal", "maximized_vertical",
               "fullscreen", "sticky", "ontop", "minimized" },
     tracked = setmetatable({}, { __mode = "k" }),  -- clients whose place is kept
     restored = 0,

@@ -462,7 +462,7 @@ function harness.start(args)
     assigns[#assigns + 1] = k .. "=" .. shq(v)
   end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
-    "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID " ..
+    "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
     table.concat(assigns, " ") ..
     " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
     shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
