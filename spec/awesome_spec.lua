@@ -415,7 +415,8 @@ describe("clua.awesome's restore across restarts #integration", function()
       local awful = require("awful")
       for _, prog in ipairs { "xeyes", "xclock", "xlogo" } do awful.spawn({ prog }, false) end
     ]])
-    assert.is_truthy(harness.wait_until(10, function() return wm:client("return #client.get()") == 3 end))
+    local function three() return wm:client("return #client.get()") == 3 end
+    assert.is_truthy(harness.wait_until(10, three))
     wm:client([=[
       local s1, s2 = screen[1], screen[2]
       for _, c in ipairs(client.get()) do
@@ -439,9 +440,10 @@ describe("clua.awesome's restore across restarts #integration", function()
     assert.equal("xclock 2 b floating,maximized\nxeyes 1 a+c floating\nxlogo 1 b minimized,ontop",
       before)
     assert(wm:restart())
-    assert.is_truthy(harness.wait_until(5, function() return wm:client("return #client.get()") == 3 end))
+    assert.is_truthy(harness.wait_until(5, three))
     assert.equal(before, places())
-    assert.matches("3 put back at this start", wm:client([[return require("clua.awesome").status()]]))
+    assert.matches("3 put back at this start",
+      wm:client([[return require("clua.awesome").status()]]))
   end)
 end)
 

@@ -41,7 +41,8 @@ describe("clua-scope #integration", function()
       or cgroup_text:match("0::[^\n]*/([^/\n]+%.scope)")
   end
 
-  it("runs the command in app-LAUNCHER-APPID-RANDOM.scope in app.slice, as the same process", function()
+  it("runs the command in app-LAUNCHER-APPID-RANDOM.scope in app.slice, as the same process",
+  function()
     if not skip_unless_ready() then return end
     -- $PPID of the inner sh is the shell that ran clua-scope: the command
     -- replaced clua-scope, so its pid is the one the caller started.
@@ -58,7 +59,8 @@ describe("clua-scope #integration", function()
 
   it("keeps stdin, stdout, stderr, the environment and the exit status", function()
     if not skip_unless_ready() then return end
-    local ok, out = scope("-- sh -c 'read line; echo \"got $line $CLUA_X\"; echo err >&2; exit 7' <<EOF\nhello\nEOF",
+    local ok, out = scope("-- sh -c 'read line; echo \"got $line $CLUA_X\"; echo err >&2; exit 7'"
+      .. " <<EOF\nhello\nEOF",
       "CLUA_X=there ")
     assert.is_false(ok)
     assert.equal("got hello there\nerr", out)
@@ -117,7 +119,8 @@ describe("clua-scope #integration", function()
     end
   end)
 
-  it("runs the command without a scope, saying so in one line, when there is no user manager", function()
+  it("runs the command without a scope, saying so in one line, when there is no user manager",
+  function()
     if not skip_unless_ready() then return end
     local ok, out = run("env XDG_RUNTIME_DIR=/nonexistent " .. quote(SCOPE)
       .. " -- sh -c 'echo ran; cat /proc/self/cgroup'")
@@ -139,7 +142,8 @@ describe("clua-scope #integration", function()
       quote(dir .. "/systemd/private")), "r"))
     assert.equal("up", listener:read("*l"))
     local t0 = systemd.uptime()
-    local ok, out = run("env XDG_RUNTIME_DIR=" .. quote(dir) .. " " .. quote(SCOPE) .. " -- echo ran")
+    local ok, out = run("env XDG_RUNTIME_DIR=" .. quote(dir) .. " " .. quote(SCOPE)
+      .. " -- echo ran")
     local took = systemd.uptime() - t0
     run("pkill -f " .. quote(dir .. "/systemd/private") .. "; rm -rf " .. quote(dir))
     listener:close()
@@ -157,7 +161,8 @@ describe("clua-scope #integration", function()
     _, out, rc = scope("-- /etc/passwd")
     assert.equal(126, rc)
     assert.equal("clua-scope: /etc/passwd: Permission denied", out)
-    for _, args in ipairs { "", "-l", "-l 'a-b' true", "-l '' true", "-a '' true", "--bogus true" } do
+    local usage_errors = { "", "-l", "-l 'a-b' true", "-l '' true", "-a '' true", "--bogus true" }
+    for _, args in ipairs(usage_errors) do
       _, out, rc = scope(args)
       assert.equal(2, rc, args)
       assert.matches("^clua%-scope: [^\n]+$", out)

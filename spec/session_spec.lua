@@ -136,7 +136,8 @@ WantedBy=graphical-session.target
     assert.equal("started\n", shell.read_file(dir .. "/autostarted"))
   end)
 
-  it("runs each application awful.spawn launches in a scope of its own, with the pid it returned", function()
+  it("runs each application awful.spawn launches in a scope of its own, with the pid it returned",
+  function()
     if not skip_unless_ready() then return end
     local out = wm:client([[
       local awful = require("awful")
@@ -180,7 +181,8 @@ WantedBy=graphical-session.target
     ]=])
   end)
 
-  it("keeps startup notification, exit callbacks and Awesome's own error for a missing program", function()
+  it("keeps startup notification, exit callbacks and Awesome's own error for a missing program",
+  function()
     if not skip_unless_ready() then return end
     local out = wm:client([[
       local awful = require("awful")
@@ -223,7 +225,8 @@ WantedBy=graphical-session.target
     ]])
     assert.is_true(ok)
     assert.is_truthy(harness.wait_until(30, function()
-      return wm:client("local n = 0 for _ in pairs(clua_spec_codes) do n = n + 1 end return n") == 500
+      local count = "local n = 0 for _ in pairs(clua_spec_codes) do n = n + 1 end return n"
+      return wm:client(count) == 500
     end))
     assert.is_true(wm:client([[
       for i = 1, 500 do
@@ -233,7 +236,8 @@ WantedBy=graphical-session.target
     ]]))
   end)
 
-  it("loses nothing to a watchdog restart: the applications live on, each window back on its tag", function()
+  it("loses nothing to a watchdog restart: the applications live on, each window back on its tag",
+  function()
     if not skip_unless_ready() then return end
     local old = wm:pid()
     -- Hang the main loop; the stall breaker is off, so the watchdog acts.
@@ -261,7 +265,8 @@ WantedBy=graphical-session.target
     assert.equal("xclock@two/1 xeyes@one/1 xlogo@three/1", placed)
   end)
 
-  it("restarts Awesome in place on systemctl --user reload: same pid, rc.lua again, no restart", function()
+  it("restarts Awesome in place on systemctl --user reload: same pid, rc.lua again, no restart",
+  function()
     if not skip_unless_ready() then return end
     local pid = wm:pid()
     local runs = #(shell.read_file(dir .. "/runs") or "")
@@ -286,7 +291,8 @@ WantedBy=graphical-session.target
     assert.matches("^awesome%-session: a graphical session is already running %([^\n]+%)$", out)
   end)
 
-  it("ends on awesome.quit(): the command returns 0 within 5 s and nothing of the session remains", function()
+  it("ends on awesome.quit(): the command returns 0 within 5 s and nothing of the session remains",
+  function()
     if not skip_unless_ready() then return end
     local service = tonumber(mgr:show("clua-test-session-service.service", "MainPID"))
     local autostarted = pids_with("sleep 1001")[1]
@@ -325,7 +331,8 @@ describe("awesome-session without systemd #integration", function()
   end)
 
   it("exits 2 with one line for an argument", function()
-    local _, out, rc = run("DISPLAY=:99 sh " .. quote(root .. "/session/awesome-session") .. " --bogus")
+    local _, out, rc = run("DISPLAY=:99 sh " .. quote(root .. "/session/awesome-session")
+      .. " --bogus")
     assert.equal(2, rc)
     assert.matches("^awesome%-session: [^\n]+$", out)
   end)
