@@ -148,7 +148,8 @@ check: deps
 # lua-systemd) and tools beyond .ci/deps; Awesome runs Lua 5.3, so the
 # module is built for 5.3 whatever LUA_VERSION says.
 BENCH_BIN   := build/bench
-BENCH_PROGS := $(BENCH_BIN)/reap_c $(BENCH_BIN)/notify_sink $(BENCH_BIN)/clock_poke
+BENCH_PROGS := $(BENCH_BIN)/reap_c $(BENCH_BIN)/notify_sink $(BENCH_BIN)/clock_poke \
+	$(BENCH_BIN)/spawn_probe
 
 bench-deps: deps
 	@sh bench/deps
