@@ -211,10 +211,13 @@ WantedBy=graphical-session.target
     assert.matches("^Failed to execute child process .*clua%-no%-such%-program", missing)
   end)
 
-  it("gets 500 easy_async exit codes right while the scoped applications run", function()
+  it("gets 500 easy_async exit codes right while scoped applications run and orphans churn",
+  function()
     if not skip_unless_ready() then return end
     local ok = wm:client([[
       local awful = require("awful")
+      -- Orphans, adopted by Awesome (the subreaper) and reaped by it.
+      awful.spawn.with_shell("for i in $(seq 300); do (sleep 0.05 &); done")
       clua_spec_codes = {}
       for i = 1, 500 do
           awful.spawn.easy_async({ "sh", "-c", "exit " .. (i % 256) }, function(_, _, _, code)
