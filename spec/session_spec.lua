@@ -219,11 +219,19 @@ WantedBy=graphical-session.target
       -- Orphans, adopted by Awesome (the subreaper) and reaped by it.
       awful.spawn.with_shell("for i in $(seq 300); do (sleep 0.05 &); done")
       clua_spec_codes = {}
-      for i = 1, 500 do
-          awful.spawn.easy_async({ "sh", "-c", "exit " .. (i % 256) }, function(_, _, _, code)
-              clua_spec_codes[i] = code
-          end)
-      end
+      -- 50 launches a tick: 500 at once would hold the main loop longer
+      -- than this unit's WatchdogSec=3.
+      local i = 0
+      require("gears").timer { timeout = 0.05, autostart = true, callback = function(t)
+          for _ = 1, 50 do
+              i = i + 1
+              local n = i
+              awful.spawn.easy_async({ "sh", "-c", "exit " .. (n % 256) }, function(_, _, _, code)
+                  clua_spec_codes[n] = code
+              end)
+          end
+          if i >= 500 then t:stop() end
+      end }
       return true
     ]])
     assert.is_true(ok)
