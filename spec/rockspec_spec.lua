@@ -37,10 +37,12 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
       assert.is_true(ok, out)
       assert.equal("false function", out)
 
-      -- watchoutput goes into the tree's bin/, and runs from there
-      ok, out = run(quote(tree .. "/bin/watchoutput") .. " --version")
-      assert.is_true(ok, out)
-      assert.matches("^watchoutput ", out)
+      -- watchoutput and clua-scope go into the tree's bin/, and run from there
+      for _, tool in ipairs { "watchoutput", "clua-scope" } do
+        ok, out = run(quote(tree .. "/bin/" .. tool) .. " --version")
+        assert.is_true(ok, out)
+        assert.matches("^" .. tool:gsub("%-", "%%-") .. " ", out)
+      end
     end)
   end
 end)
