@@ -343,7 +343,7 @@ describe("clua process functions", function()
     sigchld = {},
     ignore_SIGCHLD = { ["nil"] = true, ["true"] = true, ["false"] = true },
   }
-  local compile = loadstring or load -- luacheck: ignore 143
+  local compile = loadstring or load
 
   -- Calls clua.<name>(...) the way a user writes it, so Lua names it.
   local function call(name, ...)
