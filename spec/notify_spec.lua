@@ -51,19 +51,7 @@ local function is_utf8(s)
   return true
 end
 
--- The UTF-8 bytes of code point cp (Lua 5.1 has no utf8.char).
-local function utf8_char(cp)
-  if cp < 0x80 then return string.char(cp) end
-  if cp < 0x800 then
-    return string.char(0xC0 + math.floor(cp / 0x40), 0x80 + cp % 0x40)
-  end
-  if cp < 0x10000 then
-    return string.char(0xE0 + math.floor(cp / 0x1000), 0x80 + math.floor(cp / 0x40) % 0x40,
-      0x80 + cp % 0x40)
-  end
-  return string.char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
-    0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
-end
+local utf8_char = testkit.utf8
 
 -- The datagram receiver the tests of one describe block talk to: before
 -- each test it listens on a fresh address (`kind` "abstract", or "path" in

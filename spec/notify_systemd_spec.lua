@@ -153,10 +153,10 @@ describe("clua notify under a real systemd --user #integration", function()
       local fffd = "\239\191\189"
       local texts, shown = {}, {}
       local nonchars = {}
-      for cp = 0xFDD0, 0xFDEF do nonchars[#nonchars + 1] = utf8.char(cp) end
+      for cp = 0xFDD0, 0xFDEF do nonchars[#nonchars + 1] = testkit.utf8(cp) end
       for plane = 0, 16 do
-        nonchars[#nonchars + 1] = utf8.char(plane * 0x10000 + 0xFFFE)
-        nonchars[#nonchars + 1] = utf8.char(plane * 0x10000 + 0xFFFF)
+        nonchars[#nonchars + 1] = testkit.utf8(plane * 0x10000 + 0xFFFE)
+        nonchars[#nonchars + 1] = testkit.utf8(plane * 0x10000 + 0xFFFF)
       end
       texts[1] = "noncharacters " .. table.concat(nonchars)
       shown[1] = "noncharacters " .. fffd:rep(#nonchars)
@@ -167,7 +167,7 @@ describe("clua notify under a real systemd --user #integration", function()
         local label = ("surrogates from U+%04X "):format(cp)
         local chunk = {}
         while cp <= 0xDFFF and #chunk < 450 do
-          chunk[#chunk + 1] = utf8.char(cp)
+          chunk[#chunk + 1] = testkit.utf8(cp)
           cp = cp + 1
         end
         texts[#texts + 1] = label .. table.concat(chunk)

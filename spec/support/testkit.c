@@ -552,6 +552,30 @@ static int l_close(lua_State *L)
 	return 1;
 }
 
+/* utf8(cp): the UTF-8 bytes of code point cp, 0 to 0x10FFFF, surrogates
+ * included (the specs send them on purpose; Lua 5.1 has no utf8.char). */
+static int l_utf8(lua_State *L)
+{
+	lua_Integer cp = luaL_checkinteger(L, 1);
+	char b[4];
+	size_t n;
+
+	luaL_argcheck(L, cp >= 0 && cp <= 0x10FFFF, 1, "not a code point");
+	if (cp < 0x80) {
+		b[0] = (char)cp, n = 1;
+	} else if (cp < 0x800) {
+		b[0] = (char)(0xC0 | (cp >> 6)), n = 2;
+	} else if (cp < 0x10000) {
+		b[0] = (char)(0xE0 | (cp >> 12)), n = 3;
+	} else {
+		b[0] = (char)(0xF0 | (cp >> 18)), n = 4;
+	}
+	for (size_t i = 1; i < n; i++)
+		b[i] = (char)(0x80 | ((cp >> (6 * (n - 1 - i))) & 0x3F));
+	lua_pushlstring(L, b, n);
+	return 1;
+}
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -577,6 +601,7 @@ static const luaL_Reg testkit_funcs[] = {
 	{"pipe", l_pipe},
 	{"dup2", l_dup2},
 	{"close", l_close},
+	{"utf8", l_utf8},
 	{NULL, NULL}
 };
 
