@@ -27,6 +27,10 @@
 -- `unit_extra` lines (WatchdogSec=3, ...).  `start` waits until the unit is
 -- active (Type=notify: clua.awesome sent READY=1), and `wm:pid()` follows
 -- its MainPID across watchdog restarts.
+--
+-- With `start { rc = ..., etc = copy }` (a copy from support.private_etc)
+-- the session (Xvfb, the bus, Awesome; not with `manager`) runs in a mount
+-- namespace of its own that sees the copy at /etc.
 
 local testkit = require("testkit")
 
@@ -356,6 +360,7 @@ end
 -- @param[opt] args.manager a support.systemd manager: run Awesome as its
 --   unit `args.unit` (default "awesome.service") instead
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
+-- @param[opt] args.etc a support.private_etc copy to run the session on
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -377,8 +382,9 @@ function harness.start(args)
   end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID " ..
-    table.concat(assigns, " ") ..
-    " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
+    table.concat(assigns, " ") .. " " ..
+    (args.etc and (args.etc:prefix() .. " ") or "") ..
+    "dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
     shq(self.dir) .. (self.manager and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
