@@ -12,10 +12,22 @@ local shq, run = shell.quote, shell.run
 local ZONEINFO = "/usr/share/zoneinfo/"
 local ENOENT, ENOTDIR = 2, 20
 
+-- What a test set up and must undo: busted keeps one `finally` per test,
+-- so the helpers below queue here and each describe's after_each runs it.
+local undo = {}
+local function later(f) undo[#undo + 1] = f end
+local function undo_all()
+  for i = #undo, 1, -1 do
+    local f = undo[i]
+    undo[i] = nil
+    f()
+  end
+end
+
 -- A temporary folder holding `localtime`, a symlink to Etc/UTC at first.
 local function zonedir()
   local dir = shell.mktemp_dir("clua-tz")
-  finally(function() run("rm -rf " .. shq(dir)) end)
+  later(function() run("rm -rf " .. shq(dir)) end)
   local z = { dir = dir, path = dir .. "/localtime" }
   -- the relative target timedatectl writes, from this folder's depth
   local _, depth = dir:gsub("/[^/]+", "")
@@ -50,7 +62,7 @@ end
 
 local function watch(path)
   local w = assert(clua.timezonewatch(path))
-  finally(function() w:close() end)
+  later(function() w:close() end)
   return w
 end
 
@@ -69,6 +81,8 @@ local function bit(n, value) -- whether value has bit `n` set
 end
 
 describe("clua.timezonewatch", function()
+  after_each(undo_all)
+
   it("returns an open watch with an integer fd, on /etc/localtime by default", function()
     local w = watch()
     local fd = w:fd()
@@ -352,6 +366,7 @@ describe("clua.tzset", function()
   -- TZ as the spec process had it, put back (and loaded) after each test.
   local saved_tz = os.getenv("TZ")
   after_each(function()
+    undo_all()
     assert(testkit.setenv("TZ", saved_tz))
     assert(clua.tzset())
   end)
@@ -429,6 +444,8 @@ describe("clua.tzset", function()
 end)
 
 describe("examples/timezonewatch.lua", function()
+  after_each(undo_all)
+
   it("prints one line per change, with the time in the new zone", function()
     local z = zonedir()
     local cmd = ("exec env TZ=%s timeout 20 %s %s/examples/timezonewatch.lua 2 %s")
