@@ -121,6 +121,8 @@ static void closewatch(struct clockwatch *w)
  * @function clockwatch
  * @treturn[1] clockwatch
  * @return[2] nil, message, errno
+ * @usage
+ * local watch = assert(clua.clockwatch())
  * @see timerfd_create(2)
  */
 static int l_clockwatch(lua_State *L)
@@ -153,6 +155,10 @@ static int l_clockwatch(lua_State *L)
  * The watch's file descriptor, for a main loop to watch for readability.
  * @function clockwatch:fd
  * @treturn integer
+ * @usage
+ * -- GLib (lgi): call watch:read() whenever the fd turns readable
+ * GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, watch:fd(),
+ *     GLib.IOCondition.IN, on_readable)
  */
 static int l_fd(lua_State *L)
 {
@@ -220,6 +226,9 @@ static int read_event(lua_State *L, struct clockwatch *w)
  * event
  * @treturn[2] nil when the clock has not changed
  * @return[3] nil, message, errno
+ * @usage
+ * local change = watch:read()
+ * if change then print(change.jump, change.suspended) end
  * @see timerfd_create(2)
  */
 static int l_read(lua_State *L)
@@ -248,6 +257,8 @@ static int read_event_cb(lua_State *L, void *ud)
  * @treturn[2] nil when the timeout passed first
  * @return[3] nil, message, errno (EINTR when a signal arrived: Lua's own
  * Ctrl-C handler then gets its turn)
+ * @usage
+ * local change = watch:wait(60)   -- nil after a minute without one
  * @see poll(2)
  */
 static int l_wait(lua_State *L)
@@ -263,6 +274,8 @@ static int l_wait(lua_State *L)
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
  * @function clockwatch:close
  * @treturn true
+ * @usage
+ * watch:close()
  */
 static int l_close(lua_State *L)
 {

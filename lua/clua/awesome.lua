@@ -17,6 +17,11 @@
 --   feeds the watchdog, so a hung Awesome is killed and restarted.
 -- * **stall**: a runaway Lua loop is interrupted with a traceback after
 --   `stall` seconds without the main loop turning.
+-- * **scopes**: under a systemd user manager, every application launched
+--   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
+--   a watchdog kill or a crash of Awesome takes no application with it.
+-- * **restore**: every window keeps its tags, screen and floating,
+--   minimised and maximised state across any restart of Awesome.
 --
 -- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
 -- never reaps there and never touches SIGCHLD (a `waitpid(-1)` from Lua would
@@ -26,7 +31,7 @@
 -- @module clua.awesome
 ---------------------------------------------------------------------------
 
-local capi = { awesome = awesome }
+local capi = { awesome = awesome, client = client, screen = screen }
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
@@ -35,7 +40,10 @@ local pairs = pairs
 local string = string
 local table = table
 local getmetatable = getmetatable
+local ipairs = ipairs
 local math = math
+local os = os
+local pcall = pcall
 
 local clua = require("clua")
 local lgi = require("lgi")
@@ -406,6 +414,206 @@ local function start_stall(limit)
     end)
 end
 
+-- Application scopes ----------------------------------------------------
+
+-- Everything Awesome starts lives in its own control group, so when
+-- systemd kills a hung Awesome (its watchdog) or cleans up after a crash,
+-- every application goes with it.  clua-scope (tools/clua-scope.c) runs a
+-- command in a transient scope of its own in app.slice instead, and
+-- exec's it in place: the pid awful.spawn returns, startup notification
+-- (DESKTOP_STARTUP_ID) and exit callbacks stay as they were.
+local scopes = {
+    helper = nil,       -- clua-scope's path, while on
+    launched = 0,       -- commands started in a scope
+    why_off = nil,      -- why not, for status()
+}
+
+--- Whether applications can have scopes here: nil and clua-scope's path,
+-- or why not.
+function scopes.unavailable()
+    local runtime = os.getenv("XDG_RUNTIME_DIR")
+    if not runtime or not lgi.GLib.file_test(runtime .. "/systemd/private",
+                                            lgi.GLib.FileTest.EXISTS) then
+        return "no systemd user manager"
+    end
+    local helper = lgi.GLib.find_program_in_path("clua-scope")
+    if not helper then return "clua-scope is not on PATH" end
+    return nil, helper
+end
+
+--- The command `cmd` (awesome.spawn's first argument) run through
+-- clua-scope, or `cmd` itself when Awesome should see it unchanged: a
+-- string it cannot parse or a program it cannot find is for Awesome to
+-- report, as it always has.
+function scopes.wrap(cmd)
+    local argv = cmd
+    if type(cmd) == "string" then
+        -- GLib's parser, like Awesome's own: false, error for bad quoting.
+        argv = lgi.GLib.shell_parse_argv(cmd)
+    end
+    if type(argv) ~= "table" or #argv == 0 then return cmd end
+    for i = 1, #argv do
+        if type(argv[i]) ~= "string" then return cmd end
+    end
+    if not lgi.GLib.find_program_in_path(argv[1]) then return cmd end
+    local wrapped = { scopes.helper, "--launcher", "awesome", "--" }
+    for i = 1, #argv do wrapped[#wrapped + 1] = argv[i] end
+    scopes.launched = scopes.launched + 1
+    return wrapped
+end
+
+--- Makes `awesome.spawn`, which every awful.spawn function calls, start
+-- applications in scopes.  A command whose stdin, stdout or stderr Awesome
+-- reads (`easy_async`, `with_line_callback`) keeps running beside Awesome
+-- instead: it is short, or a helper of this very Awesome (a monitor whose
+-- output a widget reads), and a scope of its own would outlive the Awesome
+-- that reads it.
+function scopes.start()
+    local why, helper = scopes.unavailable()
+    if why then
+        scopes.why_off = why
+        return
+    end
+    scopes.helper = helper
+    local spawn = capi.awesome.spawn
+    capi.awesome.spawn = function(cmd, ...)
+        local _, stdin, stdout, stderr = ...
+        if not (stdin or stdout or stderr) then
+            local ok, wrapped = pcall(scopes.wrap, cmd)
+            if ok then
+                cmd = wrapped
+            else
+                report("scopes: " .. tostring(wrapped))
+            end
+        end
+        -- The arguments exactly as given: awesome.spawn checks how many.
+        return spawn(cmd, ...)
+    end
+end
+
+function scopes.status()
+    if scopes.helper then
+        return "scopes: on, " .. scopes.launched .. " applications started in scopes (" ..
+            scopes.helper .. ")"
+    end
+    return "scopes: off" .. (scopes.why_off and (" (" .. scopes.why_off .. ")") or "")
+end
+
+-- Window places across restarts -----------------------------------------
+
+-- A restarted Awesome manages the windows that survived it, but Awesome
+-- 4.3 gives each back only its first tag (_NET_WM_DESKTOP) and its
+-- floating state.  Each window's place is kept in an X property of the window
+-- itself, rewritten whenever it changes: the X server holds it, so it
+-- outlives an Awesome killed by the watchdog as well as one restarted in
+-- place, and the new Awesome puts the window back where it was.
+local restore = {
+    PROPERTY = "clua.awesome.place",
+    -- Client properties kept, besides screen and tags.  Not `floating`:
+    -- awful keeps that one itself (awful.client.property.persist), and
+    -- c.floating also reads true for a window only floating because it is
+    -- maximized, which would come back as floating for good.
+    FLAGS = { "maximized", "maximized_horizontal", "maximized_vertical",
+              "fullscreen", "sticky", "ontop", "minimized" },
+    tracked = setmetatable({}, { __mode = "k" }),  -- clients whose place is kept
+    restored = 0,
+}
+
+--- One line per fact: "screen N", "tag INDEX NAME" for each tag, then each
+-- flag that is on.
+function restore.encode(c)
+    local lines = { "screen " .. c.screen.index }
+    for _, t in ipairs(c:tags()) do
+        lines[#lines + 1] = "tag " .. t.index .. " " .. tostring(t.name or ""):gsub("\n", " ")
+    end
+    for _, flag in ipairs(restore.FLAGS) do
+        if c[flag] then lines[#lines + 1] = flag end
+    end
+    return table.concat(lines, "\n")
+end
+
+function restore.decode(text)
+    local place = { tags = {}, flags = {} }
+    for line in text:gmatch("[^\n]+") do
+        local index, name = line:match("^tag (%d+) ?(.*)$")
+        if index then
+            place.tags[#place.tags + 1] = { index = tonumber(index), name = name }
+        elseif line:match("^screen %d+$") then
+            place.screen = tonumber(line:match("%d+"))
+        else
+            place.flags[line] = true
+        end
+    end
+    return place
+end
+
+function restore.save(c)
+    if restore.tracked[c] and c.valid then
+        c:set_xproperty(restore.PROPERTY, restore.encode(c))
+    end
+end
+
+-- A saved tag on screen s: by name, else by position.
+local function find_tag(s, saved)
+    for _, t in ipairs(s.tags) do
+        if saved.name ~= "" and t.name == saved.name then return t end
+    end
+    return s.tags[saved.index]
+end
+
+function restore.apply(c, place)
+    local s = place.screen and place.screen <= capi.screen.count() and capi.screen[place.screen]
+    if s then c.screen = s end
+    s = c.screen
+    local tags = {}
+    for _, saved in ipairs(place.tags) do
+        tags[#tags + 1] = find_tag(s, saved)
+    end
+    if #tags > 0 then c:tags(tags) end
+    -- Every flag, on or off: rules may have changed them at manage time.
+    for _, flag in ipairs(restore.FLAGS) do
+        c[flag] = place.flags[flag] == true
+    end
+    restore.restored = restore.restored + 1
+end
+
+-- Windows that exist when Awesome starts get their saved place back (after
+-- awful.rules, which ran first, placed them); then every change is kept.
+-- Before that, a client's changes are not saved: rules and Awesome's own
+-- startup move it, and would overwrite the place being restored.
+function restore.on_manage(c)
+    if capi.awesome.startup then
+        local text = c:get_xproperty(restore.PROPERTY)
+        if type(text) == "string" and text ~= "" then
+            restore.apply(c, restore.decode(text))
+        end
+    end
+    restore.tracked[c] = true
+    restore.save(c)
+end
+
+function restore.start()
+    capi.awesome.register_xproperty(restore.PROPERTY, "string")
+    capi.client.connect_signal("manage", function(c) protected_call(restore.on_manage, c) end)
+    local function save(c) protected_call(restore.save, c) end
+    for _, signal in ipairs { "tagged", "untagged", "property::screen" } do
+        capi.client.connect_signal(signal, save)
+    end
+    for _, flag in ipairs(restore.FLAGS) do
+        capi.client.connect_signal("property::" .. flag, save)
+    end
+    -- Clients managed before setup() (it ran late): keep theirs from now.
+    for _, c in ipairs(capi.client.get()) do
+        restore.tracked[c] = true
+        save(c)
+    end
+end
+
+function restore.status()
+    return "restore: windows keep their tags, screen and state across restarts, " ..
+        restore.restored .. " put back at this start"
+end
+
 -- Public API ------------------------------------------------------------
 
 local function check_option(args, name, allow_number)
@@ -431,6 +639,10 @@ end
 --   RELOADING, STATUS) and feed `WatchdogSec=` when set
 -- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
 --   seconds without the main loop turning; `false` turns it off
+-- @tparam[opt=true] boolean args.scopes under a systemd user manager, run
+--   each application started with `awful.spawn` in a scope of its own
+-- @tparam[opt=true] boolean args.restore give every window its tags, screen
+--   and state back after a restart
 -- @treturn boolean true the first time, false when already set up
 function cluawm.setup(args)
     if args ~= nil and type(args) ~= "table" then
@@ -439,7 +651,7 @@ function cluawm.setup(args)
     args = args or {}
     for k in pairs(args) do
         if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall"
-            and k ~= "timezone" then
+            and k ~= "scopes" and k ~= "restore" and k ~= "timezone" then
             error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
@@ -449,6 +661,8 @@ function cluawm.setup(args)
         timezone = check_option(args, "timezone"),
         watchdog = check_option(args, "watchdog"),
         stall = check_option(args, "stall", true),
+        scopes = check_option(args, "scopes"),
+        restore = check_option(args, "restore"),
     }
     if options.stall == true then options.stall = 10 end
     if state.done then return false end
@@ -459,6 +673,8 @@ function cluawm.setup(args)
     if options.clock then start_clock() end
     if options.timezone then start_timezone() end
     if options.stall then start_stall(options.stall) end
+    if options.scopes then scopes.start() end
+    if options.restore then restore.start() end
     if options.watchdog then start_notify() end
     return true
 end
@@ -536,6 +752,8 @@ function cluawm.status()
     else
         add("stall: ", o.stall and ("failed: " .. tostring(state.errors.stall)) or "off")
     end
+    add(o.scopes and scopes.status() or "scopes: off")
+    add(o.restore and restore.status() or "restore: off")
     return table.concat(lines, "\n")
 end
 

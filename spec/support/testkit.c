@@ -244,6 +244,9 @@ static int l_spawn_core(lua_State *L)
 		struct rlimit rl;
 		if (chdir(dir) != 0)
 			_exit(126);
+		/* An ignored SIGQUIT (inherited from a shell's background job)
+		 * would outlive exec: sh cannot undo it. */
+		signal(SIGQUIT, SIG_DFL);
 		if (getrlimit(RLIMIT_CORE, &rl) == 0) {
 			rl.rlim_cur = rl.rlim_max;
 			setrlimit(RLIMIT_CORE, &rl);
