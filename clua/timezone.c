@@ -339,6 +339,9 @@ static const char *checkpath(lua_State *L, int arg, size_t *base)
  * @tparam[opt="/etc/localtime"] string path the file to watch, absolute
  * @treturn[1] timezonewatch
  * @return[2] nil, message, errno (ENOENT, ENOTDIR: no such folder)
+ * @usage
+ * local watch = assert(clua.timezonewatch())
+ * print(watch:zone())   --> Europe/Paris
  * @see inotify(7)
  */
 static int l_timezonewatch(lua_State *L)
@@ -386,6 +389,10 @@ static int l_timezonewatch(lua_State *L)
  * The watch's file descriptor, for a main loop to watch for readability.
  * @function timezonewatch:fd
  * @treturn integer
+ * @usage
+ * -- GLib (lgi): call watch:read() whenever the fd turns readable
+ * GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, watch:fd(),
+ *     GLib.IOCondition.IN, on_readable)
  */
 static int l_fd(lua_State *L)
 {
@@ -402,6 +409,8 @@ static int l_fd(lua_State *L)
  * @function timezonewatch:zone
  * @treturn[1] string its name
  * @treturn[2] nil when the file held no whole zone yet
+ * @usage
+ * local name = watch:zone()   -- "Asia/Tokyo", "JST-9"
  */
 static int l_zone(lua_State *L)
 {
@@ -485,6 +494,12 @@ static int read_event(lua_State *L, void *ud)
  * @treturn[2] nil when the zone has not changed (also when the file is
  * missing or half-written: the event that completes it comes next)
  * @return[3] nil, message, errno
+ * @usage
+ * local change = watch:read()
+ * if change then
+ *     clua.tzset()
+ *     print(change.old, "->", change.new, os.date("%H:%M %Z"))
+ * end
  * @see inotify(7)
  */
 static int l_read(lua_State *L)
@@ -504,6 +519,8 @@ static int l_read(lua_State *L)
  * @treturn[1] table as `read` returns
  * @treturn[2] nil when the timeout passed first
  * @return[3] nil, message, errno (EINTR when a signal arrived)
+ * @usage
+ * local change = watch:wait(60)   -- nil after a minute without one
  * @see poll(2)
  */
 static int l_wait(lua_State *L)
@@ -519,6 +536,8 @@ static int l_wait(lua_State *L)
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
  * @function timezonewatch:close
  * @treturn true
+ * @usage
+ * watch:close()
  */
 static int l_close(lua_State *L)
 {
@@ -566,6 +585,9 @@ static int m_tostring(lua_State *L)
  * @treturn[1] true
  * @return[2] nil, message, errno (ENOMEM; `TZ` may then be left as
  * `"UTC0"`)
+ * @usage
+ * assert(clua.tzset())
+ * print(os.date("%H:%M %Z"))   -- in the zone /etc/localtime holds now
  * @see tzset(3)
  */
 static int l_tzset(lua_State *L)
