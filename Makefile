@@ -71,8 +71,15 @@ HEADERS      := $(wildcard clua/*.h)
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
 LUA_MODULES  := $(wildcard lua/clua/*.lua)
+# systemd's user units below $(PREFIX) (/usr/lib/systemd/user for
+# PREFIX=/usr; the user manager also reads /usr/local/lib/systemd/user).
+USERUNITDIR  ?= $(PREFIX)/lib/systemd/user
+XSESSIONSDIR ?= $(PREFIX)/share/xsessions
+SESSION_UNITS := session/awesome.service session/awesome-session.target \
+	session/awesome-session-shutdown.target
 
-.PHONY: all module testkit tools print-build demo doc check test deps install install-module install-tools uninstall clean \
+.PHONY: all module testkit tools print-build demo doc check test deps install install-module install-tools \
+	install-session uninstall clean \
 	bench bench-deps bench-progs
 
 all: module tools
@@ -103,11 +110,18 @@ print-build:
 
 # watchoutput, the command-line tool (see clua/watchoutput.c): linked with
 # the notify core it shares with the module, built apart from it.
-tools: $(TOOLS_DIR)/watchoutput
+tools: $(TOOLS_DIR)/watchoutput $(TOOLS_DIR)/clua-scope
 
 $(TOOLS_DIR)/watchoutput: $(TOOL_SRCS) clua/sdnotify.c clua/sdnotify.h
 	@mkdir -p $(TOOLS_DIR)
 	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $(TOOL_SRCS) clua/sdnotify.c $(SD_LIBS) -lm
+
+# clua-scope: what clua.awesome starts each application through, so that
+# it runs in a systemd scope of its own (tools/clua-scope.c).
+$(TOOLS_DIR)/clua-scope: tools/clua-scope.c clua/sdnotify.c clua/sdnotify.h
+	@mkdir -p $(TOOLS_DIR)
+	$(CC) $(TOOL_CFLAGS) -DCLUA_VERSION='"$(VERSION)"' -Iclua $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ \
+		tools/clua-scope.c clua/sdnotify.c $(SD_LIBS)
 
 deps:
 	@sh .ci/deps
@@ -134,7 +148,8 @@ check: deps
 # lua-systemd) and tools beyond .ci/deps; Awesome runs Lua 5.3, so the
 # module is built for 5.3 whatever LUA_VERSION says.
 BENCH_BIN   := build/bench
-BENCH_PROGS := $(BENCH_BIN)/reap_c $(BENCH_BIN)/notify_sink $(BENCH_BIN)/clock_poke
+BENCH_PROGS := $(BENCH_BIN)/reap_c $(BENCH_BIN)/notify_sink $(BENCH_BIN)/clock_poke \
+	$(BENCH_BIN)/spawn_probe
 
 bench-deps: deps
 	@sh bench/deps
@@ -150,7 +165,7 @@ $(BENCH_BIN)/%: bench/%.c
 	@mkdir -p $(BENCH_BIN)
 	$(CC) -std=gnu99 -D_GNU_SOURCE -O2 $(WARNFLAGS) $(CFLAGS) -o $@ $<
 
-install: install-module install-tools
+install: install-module install-tools install-session
 
 # The rockspec installs the module with this target, and watchoutput with
 # its own build.install.bin (into the rock tree, never into $(PREFIX)).
@@ -164,11 +179,25 @@ endif
 
 install-tools: tools
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 $(TOOLS_DIR)/watchoutput $(DESTDIR)$(PREFIX)/bin/watchoutput
-	install -m 644 watchoutput.1 $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
+	install -m 755 $(TOOLS_DIR)/watchoutput $(TOOLS_DIR)/clua-scope $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 watchoutput.1 tools/clua-scope.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+# The Awesome session (session/): the user units, the session command and
+# its man page, and the display managers' xsessions entry.
+install-session:
+	install -d $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(XSESSIONSDIR)
+	install -m 644 $(SESSION_UNITS) $(DESTDIR)$(USERUNITDIR)/
+	install -m 755 session/awesome-session $(DESTDIR)$(PREFIX)/bin/awesome-session
+	install -m 644 session/awesome-session.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 session/awesome-session.desktop $(DESTDIR)$(XSESSIONSDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/watchoutput $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
+	rm -f $(DESTDIR)$(PREFIX)/bin/clua-scope $(DESTDIR)$(PREFIX)/share/man/man1/clua-scope.1
+	rm -f $(DESTDIR)$(PREFIX)/bin/awesome-session $(DESTDIR)$(PREFIX)/share/man/man1/awesome-session.1
+	rm -f $(addprefix $(DESTDIR)$(USERUNITDIR)/,$(notdir $(SESSION_UNITS)))
+	rm -f $(DESTDIR)$(XSESSIONSDIR)/awesome-session.desktop
 	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so
 	rm -rf $(DESTDIR)$(LUA_SHAREDIR)/clua
 

@@ -171,6 +171,9 @@ static const char *status_how(const siginfo_t *info)
  * @tparam boolean on
  * @treturn[1] true
  * @return[2] nil, message, errno
+ * @usage
+ * -- in rc.lua: orphans of what Awesome starts come back to it
+ * clua.setsubreap(true)
  * @see prctl(2)
  */
 static int l_setsubreap(lua_State *L)
@@ -189,6 +192,8 @@ static int l_setsubreap(lua_State *L)
  * @function getsubreap
  * @treturn[1] boolean
  * @return[2] nil, message, errno
+ * @usage
+ * print(clua.getsubreap())   --> true
  * @see prctl(2)
  */
 static int l_getsubreap(lua_State *L)
@@ -215,6 +220,9 @@ static int l_getsubreap(lua_State *L)
  * @treturn[2] boolean whether a core was dumped
  * @return[3] nil when children exist but none has exited
  * @return[4] nil, message, errno (`ECHILD` when there is no such child)
+ * @usage
+ * local pid, how, code = clua.reap()
+ * if pid then print(pid, how, code) end   --> 1234 exited 0
  * @see waitid(2)
  */
 static int l_reap(lua_State *L)
@@ -300,12 +308,23 @@ static void append_reaped(lua_State *L, int out, const siginfo_t *info)
  * (Awesome's SIGCHLD handler, a GLib child watch) always gets its own
  * children first; sweep() only remembers when it first saw each zombie, so
  * call it from a timer at least every `grace` seconds.
+ *
+ * A co-waiter that comes later than `grace` loses the status to sweep():
+ * `io.popen(cmd):close()` called more than `grace` seconds after the
+ * command exited then returns nil, message, `ECHILD`.  Choose `grace`
+ * longer than the longest delay between a child's exit and its own
+ * waiter in the program (the default 2 s suits waiters that run at once,
+ * like a SIGCHLD handler or a GLib child watch), or do not sweep where
+ * another waiter reaps every child.
  * @function sweep
  * @tparam[opt=2] number grace seconds, finite, >= 0
  * @treturn[1] table an array of `{pid=, how=, code=, core=}` (`how` is
  * `"exited"` or `"killed"`, `code` the exit code or signal number), empty
  * when nothing was reaped
  * @return[2] nil, message, errno
+ * @usage
+ * -- from a timer, where nothing else reaps the children:
+ * for _, z in ipairs(clua.sweep(5)) do print(z.pid, z.how, z.code) end
  * @see waitid(2)
  */
 static int l_sweep(lua_State *L)
@@ -377,6 +396,8 @@ static int l_sweep(lua_State *L)
  * @function children
  * @treturn[1] table an array of pids, ascending
  * @return[2] nil, message, errno
+ * @usage
+ * print(#clua.children() .. ' children')
  * @see proc(5)
  */
 static int l_children(lua_State *L)
@@ -409,6 +430,10 @@ static int has_handler(const struct sigaction *sa)
  * @function sigchld
  * @treturn[1] string `"default"`, `"ignore"` or `"handler"`
  * @return[2] nil, message, errno
+ * @usage
+ * if clua.sigchld() ~= "handler" then
+ *     -- nobody reaps: sweep from a timer
+ * end
  * @see sigaction(2)
  */
 static int l_sigchld(lua_State *L)
@@ -438,6 +463,9 @@ static int l_sigchld(lua_State *L)
  * @treturn[1] true
  * @return[2] nil, message, `EBUSY` when SIGCHLD has a handler
  * @return[3] nil, message, errno
+ * @usage
+ * -- a daemon that never waits for its children:
+ * assert(clua.ignore_SIGCHLD())
  * @see sigaction(2)
  */
 static int l_ignore_SIGCHLD(lua_State *L)

@@ -1,10 +1,12 @@
 --- `make demo`: clua at work inside a real, headless Awesome.
 --
 -- Runs examples/rc.lua in Awesome 4.3 under Xvfb, as the user service
--- examples/awesome.service of a private `systemd --user` manager, and shows
+-- session/awesome.service of a private `systemd --user` manager, and shows
 -- each feature with timestamps: orphans adopted and gone, a clock change
 -- seen at once with a textclock refreshed, a runaway loop interrupted by the
--- stall breaker, a hang in C killed by the watchdog and Awesome restarted.
+-- stall breaker, a hang in C killed by the watchdog and Awesome restarted,
+-- with an application launched before it still running in its own scope
+-- and its window back on its tag.
 -- Ends with a screenshot of the Xvfb screen.
 --
 -- Needs root for the systemd manager's mount namespace and for setting the
@@ -130,6 +132,20 @@ local function demo_watchdog(wm, mgr)
     return skip("watchdog", "a private systemd --user manager needs root")
   end
   local pid = wm:pid()
+  local app = wm:client([[
+    local pid = require("awful").spawn({ "xeyes" }, false)
+    return pid]])
+  local function xeyes_tag()
+    return wm:client([[for _, c in ipairs(client.get()) do
+        if c.class == "XEyes" then return c.first_tag.name end end]])
+  end
+  harness.wait_until(5, function() return xeyes_tag() end)
+  wm:client([[for _, c in ipairs(client.get()) do
+      if c.class == "XEyes" then c:move_to_tag(c.screen.tags[3]) end end]])
+  local cgroup = harness.readfile("/proc/" .. app .. "/cgroup") or ""
+  say("awful.spawn('xeyes'): pid %d, in %s, its window on tag %s", app,
+    cgroup:match(":name=systemd:[^\n]*/([^/\n]+)") or cgroup:match("0::[^\n]*/([^/\n]+)") or "?",
+    tostring(xeyes_tag()))
   say("awesome-client 'os.execute(\"sleep 600\")': Awesome blocks in C, where no hook runs")
   os.execute(wm:envprefix() .. "timeout 60 awesome-client 'os.execute(\"sleep 600\")' "
     .. ">/dev/null 2>&1 &")
@@ -144,6 +160,9 @@ local function demo_watchdog(wm, mgr)
     mgr:show("awesome.service", "MainPID"), mgr:show("awesome.service", "NRestarts"))
   assert(wm:wait_ready(30))
   say("awesome.service is %s again", mgr:show("awesome.service", "ActiveState"))
+  harness.wait_until(5, function() return xeyes_tag() end)
+  say("xeyes (pid %d) %s, its window managed again on tag %s", app,
+    harness.alive(app) and "lives on" or "DIED", tostring(xeyes_tag()))
 end
 
 local function demo_status(wm)
@@ -155,7 +174,7 @@ local function screenshot(wm)
   heading("Screenshot")
   os.execute("mkdir -p " .. harness.shq(out_dir))
   local file = out_dir .. "/screenshot.png"
-  local _, ok = harness.sh("DISPLAY=" .. harness.shq(wm.display) ..
+  local ok = harness.run("DISPLAY=" .. harness.shq(wm.display) ..
     " import -window root " .. harness.shq(file))
   if ok then say("saved %s", file) else skip("screenshot", "ImageMagick's import failed") end
 end

@@ -23,9 +23,12 @@ do
 end
 
 -- clua: adopt orphans, follow wall-clock changes, feed the systemd
--- watchdog, interrupt runaway Lua after 10 s.  Before the widgets are built,
--- so every textclock is refreshed on a clock change.
-require("clua.awesome").setup { subreaper = true, clock = true, watchdog = true, stall = 10 }
+-- watchdog, interrupt runaway Lua after 10 s, start each application in a
+-- systemd scope of its own and put every window back after a restart.
+-- Before the widgets are built, so every textclock is refreshed on a clock
+-- change, and before anything is launched.
+require("clua.awesome").setup { subreaper = true, clock = true, watchdog = true, stall = 10,
+                                scopes = true, restore = true }
 
 awesome.connect_signal("clua::clock_changed", function(change)
     if change.suspended > 1 then

@@ -1,7 +1,8 @@
 -- luarocks make rockspec/clua-scm-1.rockspec [--lua-version 5.x] [--tree DIR]
 -- Builds clua.so through the Makefile (every clua/*.c but the watchoutput
 -- tool) and installs it with the Lua glue in lua/clua/; builds the
--- watchoutput tool too and installs it into the tree's bin/.
+-- watchoutput and clua-scope tools too and installs them into the tree's
+-- bin/ (the session's units and command are for make install, see README).
 rockspec_format = "3.0"
 package = "clua"
 version = "scm-1"
@@ -45,6 +46,9 @@ build = {
     LUA_SHAREDIR = "$(LUADIR)",
   },
   install = {
-    bin = { watchoutput = "build/tools/watchoutput" },
+    bin = {
+      watchoutput = "build/tools/watchoutput",
+      ["clua-scope"] = "build/tools/clua-scope",
+    },
   },
 }

@@ -328,6 +328,125 @@ describe("clua.awesome in a real Awesome #integration", function()
   end)
 end)
 
+describe("clua.awesome outside a user manager #integration", function()
+  local wm
+
+  setup(function()
+    if harness.available() then
+      wm = assert(harness.start { rc = harness.rc(RC) })
+    end
+  end)
+
+  teardown(function()
+    if wm then wm:stop() end
+  end)
+
+  it("starts programs exactly as Awesome does: no scope, the same errors", function()
+    if not skip_unless_available() then return end
+    assert.matches("\nscopes: off %(no systemd user manager%)",
+      wm:client([[return require("clua.awesome").status()]]))
+    local out = wm:client([[
+      local awful = require("awful")
+      local pid = awful.spawn({ "sleep", "1004" }, false)
+      return tostring(pid) .. "\n" .. tostring(awful.spawn("clua-no-such-program"))
+    ]])
+    local pid, missing = out:match("^(%d+)\n(.*)$")
+    -- The program itself, straight from Awesome: no clua-scope in between.
+    assert.is_truthy(harness.wait_until(5, function()
+      return harness.readfile("/proc/" .. pid .. "/cmdline") == "sleep\0" .. "1004\0"
+    end))
+    assert.equal(wm:pid(), select(2, harness.stat(pid)))
+    testkit.kill(tonumber(pid), 15)
+    assert.matches("^Failed to execute child process .*clua%-no%-such%-program", missing)
+  end)
+end)
+
+-- rc.lua for the restore tests: two screens (the second a fake one,
+-- made again by each start), each with tags a, b, c.
+local RESTORE_RC = [[
+require("clua.awesome").setup {}
+local awful = require("awful")
+if screen.count() == 1 then
+    local g = screen[1].geometry
+    screen[1]:fake_resize(g.x, g.y, g.width / 2, g.height)
+    screen.fake_add(g.x + g.width / 2, g.y, g.width / 2, g.height)
+end
+awful.screen.connect_for_each_screen(function(s)
+    awful.tag({ "a", "b", "c" }, s, awful.layout.suit.tile)
+end)
+]]
+
+describe("clua.awesome's restore across restarts #integration", function()
+  local wm
+
+  setup(function()
+    if harness.available() then
+      wm = assert(harness.start { rc = harness.rc(RESTORE_RC) })
+    end
+  end)
+
+  teardown(function()
+    if wm then wm:stop() end
+  end)
+
+  -- Each window as "class screen tags flags", sorted.
+  local function places()
+    return wm:client([[
+      local t = {}
+      for _, c in ipairs(client.get()) do
+          local tags = {}
+          for _, tag in ipairs(c:tags()) do tags[#tags + 1] = tag.name end
+          local flags = {}
+          for _, f in ipairs { "floating", "maximized", "minimized", "sticky", "ontop" } do
+              if c[f] then flags[#flags + 1] = f end
+          end
+          t[#t + 1] = c.class:lower() .. " " .. c.screen.index .. " " .. table.concat(tags, "+")
+              .. " " .. table.concat(flags, ",")
+      end
+      table.sort(t)
+      return table.concat(t, "\n")
+    ]])
+  end
+
+  it("gives every window its tags, screen and state back after awesome.restart()", function()
+    if not skip_unless_available() then return end
+    assert.equal(2, wm:client("return screen.count()"))
+    wm:client([[
+      local awful = require("awful")
+      for _, prog in ipairs { "xeyes", "xclock", "xlogo" } do awful.spawn({ prog }, false) end
+    ]])
+    local function three() return wm:client("return #client.get()") == 3 end
+    assert.is_truthy(harness.wait_until(10, three))
+    wm:client([=[
+      local s1, s2 = screen[1], screen[2]
+      for _, c in ipairs(client.get()) do
+          local class = c.class:lower()
+          if class == "xeyes" then
+              c:tags({ s1.tags[1], s1.tags[3] })
+              c.floating = true
+          elseif class == "xclock" then
+              c:move_to_screen(s2)
+              c:tags({ s2.tags[2] })
+              c.maximized = true
+          else
+              c:tags({ s1.tags[2] })
+              c.ontop = true
+              c.minimized = true
+          end
+      end
+    ]=])
+    local before = places()
+    -- (A maximized window reads as floating in Awesome 4.3.)
+    assert.equal("xclock 2 b floating,maximized\nxeyes 1 a+c floating\nxlogo 1 b minimized,ontop",
+      before)
+    assert(wm:restart())
+    assert.is_truthy(harness.wait_until(5, three))
+    assert.equal(before, places())
+    assert.matches("3 put back at this start",
+      wm:client([[return require("clua.awesome").status()]]))
+  end)
+end)
+
 describe("clua.awesome without GLib.unix_fd_add_full #integration", function()
   it("falls back to another way of watching the clock's fd", function()
     if not skip_unless_available() then return end

@@ -1,16 +1,14 @@
 -- `make install PREFIX=... DESTDIR=...` puts clua where require finds it.
-local run = require("support.shell").run
+local shell = require("support.shell")
+local quote, run = shell.quote, shell.run
 
 local root = os.getenv("CLUA_ROOT") or "."
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 describe("make install #integration", function()
   local tmp
 
-  before_each(function() tmp = select(2, run("mktemp -d")) end)
+  before_each(function() tmp = shell.mktemp_dir("clua-install") end)
   after_each(function() run("rm -rf " .. quote(tmp)) end)
 
   for _, v in ipairs({ "5.3", "5.4" }) do
@@ -34,10 +32,28 @@ describe("make install #integration", function()
       assert.is_true(ok, out)
       assert.equal("false", out)
 
+      -- The tools and the session, with their man pages and the units.
+      local files = {
+        "bin/watchoutput", "bin/clua-scope", "bin/awesome-session",
+        "share/man/man1/watchoutput.1", "share/man/man1/clua-scope.1",
+        "share/man/man1/awesome-session.1",
+        "lib/systemd/user/awesome.service", "lib/systemd/user/awesome-session.target",
+        "lib/systemd/user/awesome-session-shutdown.target",
+        "share/xsessions/awesome-session.desktop",
+      }
+      for _, file in ipairs(files) do
+        assert.is_true(run("test -f " .. quote(prefix .. "/" .. file)), file .. " installed")
+      end
+      for _, file in ipairs { "bin/watchoutput", "bin/clua-scope", "bin/awesome-session" } do
+        assert.is_true(run("test -x " .. quote(prefix .. "/" .. file)), file .. " executable")
+      end
+
       ok, out = run(("make -s -C %s uninstall LUA_VERSION=%s PREFIX=/opt/clua DESTDIR=%s")
         :format(quote(root), v, quote(tmp)))
       assert.is_true(ok, out)
-      assert.is_false(run("test -e " .. quote(prefix .. "/lib/lua/" .. v .. "/clua.so")))
+      -- Nothing left but folders.
+      local _, left = run("find " .. quote(tmp) .. " ! -type d")
+      assert.equal("", left)
     end)
   end
 end)

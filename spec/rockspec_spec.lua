@@ -1,18 +1,16 @@
 -- rockspec/clua-scm-1.rockspec: `luarocks make`, offline, into a scratch
 -- tree, builds a clua that each Lua then loads from that tree alone.
-local run = require("support.shell").run
+local shell = require("support.shell")
+local quote, run = shell.quote, shell.run
 
 local root = os.getenv("CLUA_ROOT") or "."
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
   local tmp, offline
 
   setup(function()
-    tmp = select(2, run("mktemp -d"))
+    tmp = shell.mktemp_dir("clua-rock")
     -- A private network namespace has no network at all: proof that the
     -- build needs none.
     offline = run("unshare -n true") and "unshare -n " or ""
@@ -37,10 +35,12 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
       assert.is_true(ok, out)
       assert.equal("false function", out)
 
-      -- watchoutput goes into the tree's bin/, and runs from there
-      ok, out = run(quote(tree .. "/bin/watchoutput") .. " --version")
-      assert.is_true(ok, out)
-      assert.matches("^watchoutput ", out)
+      -- watchoutput and clua-scope go into the tree's bin/, and run from there
+      for _, tool in ipairs { "watchoutput", "clua-scope" } do
+        ok, out = run(quote(tree .. "/bin/" .. tool) .. " --version")
+        assert.is_true(ok, out)
+        assert.matches("^" .. tool:gsub("%-", "%%-") .. " ", out)
+      end
     end)
   end
 end)

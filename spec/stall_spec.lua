@@ -251,7 +251,7 @@ describe("clua.stallguard", function()
 
   it("stops at once in the child of a fork, where a new guard works", function()
     local g = guard(5)
-    local pid, fd = assert(testkit.fork())
+    local pid, fd = assert(testkit.fork_coded())
     if pid == 0 then
       -- The child: no watcher thread here; nothing may wait for it.
       local code, t0 = 0, now()
@@ -269,7 +269,7 @@ describe("clua.stallguard", function()
           g2:stop()
         end
       end
-      testkit.exit(code)
+      testkit.exit_coded(code)
     end
     local code = testkit.child_code(fd, VALGRIND and 20000 or 5000)
     wait_child(pid, 5)

@@ -9,11 +9,20 @@
 -- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
 --   seen the moment it happens: the `clua::clock_changed` signal is emitted
 --   and every `wibox.widget.textclock` shows the right time at once.
+-- * **timezone**: a change of `/etc/localtime` (`timedatectl set-timezone`,
+--   travel) is seen the moment it happens: the C library reloads the zone
+--   (so `os.date` follows), every textclock shows the new zone and the
+--   `clua::timezone_changed` signal is emitted.
 -- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
 --   feeds the watchdog, so a hung Awesome is killed and restarted.
 -- * **stall**: a runaway Lua loop is interrupted with a traceback after
 --   `stall` seconds without the main loop turning. The guard follows
 --   Awesome's GLib main loop: nothing wakes an idle Awesome.
+-- * **scopes**: under a systemd user manager, every application launched
+--   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
+--   a watchdog kill or a crash of Awesome takes no application with it.
+-- * **restore**: every window keeps its tags, screen and floating,
+--   minimised and maximised state across any restart of Awesome.
 --
 -- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
 -- never reaps there and never touches SIGCHLD (a `waitpid(-1)` from Lua would
@@ -23,7 +32,7 @@
 -- @module clua.awesome
 ---------------------------------------------------------------------------
 
-local capi = { awesome = awesome }
+local capi = { awesome = awesome, client = client, screen = screen }
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
@@ -32,7 +41,10 @@ local pairs = pairs
 local string = string
 local table = table
 local getmetatable = getmetatable
+local ipairs = ipairs
 local math = math
+local os = os
+local pcall = pcall
 
 local clua = require("clua")
 local lgi = require("lgi")
@@ -57,6 +69,11 @@ local state = {
     last_jump = nil,
     last_suspended = nil,
     textclocks = setmetatable({}, { __mode = "k" }),
+    tz = nil,              -- the timezonewatch
+    tz_how = nil,          -- which GLib call watches its fd
+    tz_source = nil,       -- the GLib source id
+    tz_changes = 0,
+    tz_wakeups = 0,        -- times its fd woke the main loop
     watchdog_usec = nil,
     heartbeat = nil,       -- the gears.timer feeding the watchdog
     heartbeats = 0,
@@ -96,11 +113,23 @@ end
 
 local status_line -- forward
 
+-- A failed send is reported once, not at every heartbeat: a manager that
+-- stops reading its socket makes every call fail at once (EAGAIN; none
+-- ever waits) until it reads again.  Once a message gets through, the
+-- next failure is reported anew.
+local notify_failing = false
+
 local function notify(name, ...)
     local f = clua[name]
     if not f then return end
     local ok, msg = f(...)
-    if ok == nil then report(name .. ": " .. tostring(msg)) end
+    if ok == nil and not notify_failing then
+        notify_failing = true
+        report(name .. ": " .. tostring(msg) ..
+            " (reported once; clua.awesome goes on, and says so again after a success)")
+    elseif ok then
+        notify_failing = false
+    end
     return ok
 end
 
@@ -212,23 +241,82 @@ local function on_clock_readable()
     update_status()
 end
 
-local function start_clock()
-    if not clua.clockwatch then
-        state.errors.clock = "this clua has no clockwatch"
-        report("clock: " .. state.errors.clock)
+-- Starts a feature built on a clua watch (`clua[ctor]()`) whose fd wakes
+-- the main loop: tracks the textclocks and calls on_readable at each
+-- wake-up; when it cannot, records and reports why.  Returns the watch, the
+-- GLib call watching its fd and the source id, or nothing.
+local function start_watch(feature, ctor, on_readable)
+    if not clua[ctor] then
+        state.errors[feature] = "this clua has no " .. ctor
+        report(feature .. ": " .. state.errors[feature])
         return
     end
-    local watch, msg = clua.clockwatch()
+    local watch, msg = clua[ctor]()
     if not watch then
-        state.errors.clock = msg
-        report("clockwatch: " .. tostring(msg))
+        state.errors[feature] = msg
+        report(ctor .. ": " .. tostring(msg))
         return
     end
-    state.clock = watch
     track_textclocks()
     local how, add = find_fd_watch()
-    state.clock_how = how
-    state.clock_source = add(watch:fd(), keep_source(on_clock_readable))
+    return watch, how, add(watch:fd(), keep_source(on_readable))
+end
+
+local function start_clock()
+    state.clock, state.clock_how, state.clock_source =
+        start_watch("clock", "clockwatch", on_clock_readable)
+end
+
+-- Timezone --------------------------------------------------------------
+
+-- Whether TZ in Awesome's environment names a zone of its own: the C
+-- library and GLib then follow TZ, not /etc/localtime.
+local function tz_overridden()
+    local tz = os.getenv("TZ")
+    return tz ~= nil and tz ~= "/etc/localtime" and tz ~= ":/etc/localtime"
+end
+
+-- Gives every tracked textclock that shows the local zone (no timezone of
+-- its own) the zone the watch reported, as a GLib zone.  Why not leave them
+-- on GLib.TimeZone.new_local(): GLib (2.74 at least) caches the local zone
+-- under the name it reads from the /etc/localtime symlink, or from
+-- /etc/timezone when /etc/localtime is a plain file; a file rewritten in
+-- place keeps that name, and new_local() the old zone, for the rest of the
+-- session.  The watch's names are valid GLib identifiers.
+local function rezone_textclocks(name)
+    if tz_overridden() then return end
+    local TimeZone = lgi.GLib.TimeZone
+    -- new_identifier (GLib >= 2.68) returns nil for a name it cannot load
+    -- (TimeZone.new would silently give UTC): the clocks then stay on
+    -- new_local().
+    local zone = TimeZone.new_identifier and TimeZone.new_identifier(name)
+    for clock in pairs(state.textclocks) do
+        local private = clock._private
+        if type(private) == "table" and private.tzid == nil then
+            private.timezone = zone or nil
+        end
+    end
+end
+
+local function on_timezone_readable()
+    state.tz_wakeups = state.tz_wakeups + 1
+    local change, msg = state.tz:read()
+    if not change then
+        if msg then report("timezonewatch read: " .. tostring(msg)) end
+        return
+    end
+    local ok, err = clua.tzset()
+    if not ok then report("tzset: " .. tostring(err)) end
+    state.tz_changes = state.tz_changes + 1
+    rezone_textclocks(change.new)
+    refresh_textclocks()
+    capi.awesome.emit_signal("clua::timezone_changed",
+        { old = change.old, new = change.new })
+end
+
+local function start_timezone()
+    state.tz, state.tz_how, state.tz_source =
+        start_watch("timezone", "timezonewatch", on_timezone_readable)
 end
 
 -- systemd notification and watchdog -------------------------------------
@@ -363,6 +451,206 @@ local function stall_jit_line()
         or ("LuaJIT: compiled loops are NOT interrupted: " .. tostring(why))
 end
 
+-- Application scopes ----------------------------------------------------
+
+-- Everything Awesome starts lives in its own control group, so when
+-- systemd kills a hung Awesome (its watchdog) or cleans up after a crash,
+-- every application goes with it.  clua-scope (tools/clua-scope.c) runs a
+-- command in a transient scope of its own in app.slice instead, and
+-- exec's it in place: the pid awful.spawn returns, startup notification
+-- (DESKTOP_STARTUP_ID) and exit callbacks stay as they were.
+local scopes = {
+    helper = nil,       -- clua-scope's path, while on
+    launched = 0,       -- commands started in a scope
+    why_off = nil,      -- why not, for status()
+}
+
+--- Whether applications can have scopes here: nil and clua-scope's path,
+-- or why not.
+function scopes.unavailable()
+    local runtime = os.getenv("XDG_RUNTIME_DIR")
+    if not runtime or not lgi.GLib.file_test(runtime .. "/systemd/private",
+                                            lgi.GLib.FileTest.EXISTS) then
+        return "no systemd user manager"
+    end
+    local helper = lgi.GLib.find_program_in_path("clua-scope")
+    if not helper then return "clua-scope is not on PATH" end
+    return nil, helper
+end
+
+--- The command `cmd` (awesome.spawn's first argument) run through
+-- clua-scope, or `cmd` itself when Awesome should see it unchanged: a
+-- string it cannot parse or a program it cannot find is for Awesome to
+-- report, as it always has.
+function scopes.wrap(cmd)
+    local argv = cmd
+    if type(cmd) == "string" then
+        -- GLib's parser, like Awesome's own: false, error for bad quoting.
+        argv = lgi.GLib.shell_parse_argv(cmd)
+    end
+    if type(argv) ~= "table" or #argv == 0 then return cmd end
+    for i = 1, #argv do
+        if type(argv[i]) ~= "string" then return cmd end
+    end
+    if not lgi.GLib.find_program_in_path(argv[1]) then return cmd end
+    local wrapped = { scopes.helper, "--launcher", "awesome", "--" }
+    for i = 1, #argv do wrapped[#wrapped + 1] = argv[i] end
+    scopes.launched = scopes.launched + 1
+    return wrapped
+end
+
+--- Makes `awesome.spawn`, which every awful.spawn function calls, start
+-- applications in scopes.  A command whose stdin, stdout or stderr Awesome
+-- reads (`easy_async`, `with_line_callback`) keeps running beside Awesome
+-- instead: it is short, or a helper of this very Awesome (a monitor whose
+-- output a widget reads), and a scope of its own would outlive the Awesome
+-- that reads it.
+function scopes.start()
+    local why, helper = scopes.unavailable()
+    if why then
+        scopes.why_off = why
+        return
+    end
+    scopes.helper = helper
+    local spawn = capi.awesome.spawn
+    capi.awesome.spawn = function(cmd, ...)
+        local _, stdin, stdout, stderr = ...
+        if not (stdin or stdout or stderr) then
+            local ok, wrapped = pcall(scopes.wrap, cmd)
+            if ok then
+                cmd = wrapped
+            else
+                report("scopes: " .. tostring(wrapped))
+            end
+        end
+        -- The arguments exactly as given: awesome.spawn checks how many.
+        return spawn(cmd, ...)
+    end
+end
+
+function scopes.status()
+    if scopes.helper then
+        return "scopes: on, " .. scopes.launched .. " applications started in scopes (" ..
+            scopes.helper .. ")"
+    end
+    return "scopes: off" .. (scopes.why_off and (" (" .. scopes.why_off .. ")") or "")
+end
+
+-- Window places across restarts -----------------------------------------
+
+-- A restarted Awesome manages the windows that survived it, but Awesome
+-- 4.3 gives each back only its first tag (_NET_WM_DESKTOP) and its
+-- floating state.  Each window's place is kept in an X property of the window
+-- itself, rewritten whenever it changes: the X server holds it, so it
+-- outlives an Awesome killed by the watchdog as well as one restarted in
+-- place, and the new Awesome puts the window back where it was.
+local restore = {
+    PROPERTY = "clua.awesome.place",
+    -- Client properties kept, besides screen and tags.  Not `floating`:
+    -- awful keeps that one itself (awful.client.property.persist), and
+    -- c.floating also reads true for a window only floating because it is
+    -- maximized, which would come back as floating for good.
+    FLAGS = { "maximized", "maximized_horizontal", "maximized_vertical",
+              "fullscreen", "sticky", "ontop", "minimized" },
+    tracked = setmetatable({}, { __mode = "k" }),  -- clients whose place is kept
+    restored = 0,
+}
+
+--- One line per fact: "screen N", "tag INDEX NAME" for each tag, then each
+-- flag that is on.
+function restore.encode(c)
+    local lines = { "screen " .. c.screen.index }
+    for _, t in ipairs(c:tags()) do
+        lines[#lines + 1] = "tag " .. t.index .. " " .. tostring(t.name or ""):gsub("\n", " ")
+    end
+    for _, flag in ipairs(restore.FLAGS) do
+        if c[flag] then lines[#lines + 1] = flag end
+    end
+    return table.concat(lines, "\n")
+end
+
+function restore.decode(text)
+    local place = { tags = {}, flags = {} }
+    for line in text:gmatch("[^\n]+") do
+        local index, name = line:match("^tag (%d+) ?(.*)$")
+        if index then
+            place.tags[#place.tags + 1] = { index = tonumber(index), name = name }
+        elseif line:match("^screen %d+$") then
+            place.screen = tonumber(line:match("%d+"))
+        else
+            place.flags[line] = true
+        end
+    end
+    return place
+end
+
+function restore.save(c)
+    if restore.tracked[c] and c.valid then
+        c:set_xproperty(restore.PROPERTY, restore.encode(c))
+    end
+end
+
+-- A saved tag on screen s: by name, else by position.
+local function find_tag(s, saved)
+    for _, t in ipairs(s.tags) do
+        if saved.name ~= "" and t.name == saved.name then return t end
+    end
+    return s.tags[saved.index]
+end
+
+function restore.apply(c, place)
+    local s = place.screen and place.screen <= capi.screen.count() and capi.screen[place.screen]
+    if s then c.screen = s end
+    s = c.screen
+    local tags = {}
+    for _, saved in ipairs(place.tags) do
+        tags[#tags + 1] = find_tag(s, saved)
+    end
+    if #tags > 0 then c:tags(tags) end
+    -- Every flag, on or off: rules may have changed them at manage time.
+    for _, flag in ipairs(restore.FLAGS) do
+        c[flag] = place.flags[flag] == true
+    end
+    restore.restored = restore.restored + 1
+end
+
+-- Windows that exist when Awesome starts get their saved place back (after
+-- awful.rules, which ran first, placed them); then every change is kept.
+-- Before that, a client's changes are not saved: rules and Awesome's own
+-- startup move it, and would overwrite the place being restored.
+function restore.on_manage(c)
+    if capi.awesome.startup then
+        local text = c:get_xproperty(restore.PROPERTY)
+        if type(text) == "string" and text ~= "" then
+            restore.apply(c, restore.decode(text))
+        end
+    end
+    restore.tracked[c] = true
+    restore.save(c)
+end
+
+function restore.start()
+    capi.awesome.register_xproperty(restore.PROPERTY, "string")
+    capi.client.connect_signal("manage", function(c) protected_call(restore.on_manage, c) end)
+    local function save(c) protected_call(restore.save, c) end
+    for _, signal in ipairs { "tagged", "untagged", "property::screen" } do
+        capi.client.connect_signal(signal, save)
+    end
+    for _, flag in ipairs(restore.FLAGS) do
+        capi.client.connect_signal("property::" .. flag, save)
+    end
+    -- Clients managed before setup() (it ran late): keep theirs from now.
+    for _, c in ipairs(capi.client.get()) do
+        restore.tracked[c] = true
+        save(c)
+    end
+end
+
+function restore.status()
+    return "restore: windows keep their tags, screen and state across restarts, " ..
+        restore.restored .. " put back at this start"
+end
+
 -- Public API ------------------------------------------------------------
 
 local function check_option(args, name, allow_number)
@@ -382,10 +670,16 @@ end
 -- @tparam[opt] table args
 -- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
 -- @tparam[opt=true] boolean args.clock watch wall-clock changes
+-- @tparam[opt=true] boolean args.timezone follow timezone changes
+--   (`/etc/localtime`)
 -- @tparam[opt=true] boolean args.watchdog talk to systemd (READY, STOPPING,
 --   RELOADING, STATUS) and feed `WatchdogSec=` when set
 -- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
 --   seconds without the main loop turning; `false` turns it off
+-- @tparam[opt=true] boolean args.scopes under a systemd user manager, run
+--   each application started with `awful.spawn` in a scope of its own
+-- @tparam[opt=true] boolean args.restore give every window its tags, screen
+--   and state back after a restart
 -- @treturn boolean true the first time, false when already set up
 function cluawm.setup(args)
     if args ~= nil and type(args) ~= "table" then
@@ -393,15 +687,19 @@ function cluawm.setup(args)
     end
     args = args or {}
     for k in pairs(args) do
-        if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall" then
+        if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall"
+            and k ~= "scopes" and k ~= "restore" and k ~= "timezone" then
             error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
     local options = {
         subreaper = check_option(args, "subreaper"),
         clock = check_option(args, "clock"),
+        timezone = check_option(args, "timezone"),
         watchdog = check_option(args, "watchdog"),
         stall = check_option(args, "stall", true),
+        scopes = check_option(args, "scopes"),
+        restore = check_option(args, "restore"),
     }
     if options.stall == true then options.stall = 10 end
     if state.done then return false end
@@ -410,7 +708,10 @@ function cluawm.setup(args)
 
     if options.subreaper then start_subreaper() end
     if options.clock then start_clock() end
+    if options.timezone then start_timezone() end
     if options.stall then start_stall(options.stall) end
+    if options.scopes then scopes.start() end
+    if options.restore then restore.start() end
     if options.watchdog then start_notify() end
     return true
 end
@@ -466,6 +767,14 @@ function cluawm.status()
     else
         add("clock: ", o.clock and ("failed: " .. tostring(state.errors.clock)) or "off")
     end
+    if state.tz then
+        add("timezone: ", tostring(state.tz:zone() or "none"), " (/etc/localtime, fd ",
+            tostring(state.tz:fd()), " via ", state.tz_how, ")",
+            tz_overridden() and (", overridden by TZ=" .. os.getenv("TZ")) or "")
+        add("timezone changes: ", tostring(state.tz_changes))
+    else
+        add("timezone: ", o.timezone and ("failed: " .. tostring(state.errors.timezone)) or "off")
+    end
     if state.watchdog_usec then
         add("watchdog: every ", string.format("%g", state.watchdog_usec / 1e6),
             " s, heartbeat every ", string.format("%g", state.watchdog_usec / 2e6),
@@ -485,6 +794,8 @@ function cluawm.status()
     else
         add("stall: ", o.stall and ("failed: " .. tostring(state.errors.stall)) or "off")
     end
+    add(o.scopes and scopes.status() or "scopes: off")
+    add(o.restore and restore.status() or "restore: off")
     return table.concat(lines, "\n")
 end
 

@@ -22,11 +22,19 @@
 --
 -- With `start { rc = ..., manager = mgr }` (a manager from support.systemd)
 -- only Xvfb and the bus run in the session; Awesome itself runs as the user
--- service "awesome.service" of that manager: examples/awesome.service as it
--- is, plus a drop-in giving it this session's environment, our rc.lua and
--- `unit_extra` lines (WatchdogSec=3, ...).  `start` waits until the unit is
--- active (Type=notify: clua.awesome sent READY=1), and `wm:pid()` follows
--- its MainPID across watchdog restarts.
+-- service "awesome.service" of that manager: the units of session/ as they
+-- are, plus a drop-in giving it this session's environment (LUA_PATH,
+-- LUA_CPATH and a PATH that finds the built clua-scope: what an install
+-- provides), our rc.lua and `unit_extra` lines (WatchdogSec=3, ...).  With
+-- `session = true` the session command session/awesome-session starts it,
+-- as ~/.xsession would (`wm:session_exit()` waits for the command's exit
+-- status); otherwise the unit is started alone.  `start` waits until the
+-- unit is active (Type=notify: clua.awesome sent READY=1), and `wm:pid()`
+-- follows its MainPID across watchdog restarts.
+--
+-- With `start { rc = ..., etc = copy }` (a copy from support.private_etc)
+-- the session (Xvfb, the bus, Awesome; not with `manager`) runs in a mount
+-- namespace of its own that sees the copy at /etc.
 
 local testkit = require("testkit")
 
@@ -34,21 +42,16 @@ local harness = {}
 
 local root = os.getenv("CLUA_ROOT") or "."
 local build = os.getenv("CLUA_BUILD") or (root .. "/build/lua5.3")
+local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")
+harness.root = root
 
 local shell = require("support.shell")
 local shq, readfile, writefile = shell.quote, shell.read_file, shell.write_file
 harness.shq = shq
 harness.readfile = readfile
 
---- Runs a shell command; returns its output (stdout and stderr) and
--- whether it succeeded.
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok == true
-end
-harness.sh = sh
+local run = shell.run
+harness.run = run
 
 local function mktemp_dir()
   return shell.mktemp_dir("clua-awesome")
@@ -59,7 +62,7 @@ end
 -- @treturn string why not
 function harness.available()
   for _, prog in ipairs { "awesome", "awesome-client", "Xvfb", "dbus-run-session", "dbus-send" } do
-    local _, ok = sh("command -v " .. prog)
+    local ok = run("command -v " .. prog)
     if not ok then return false, prog .. " is not installed" end
   end
   return true
@@ -79,22 +82,12 @@ end
 -- /proc helpers (the spec process is root on the build machines, so it can
 -- read every process's fd table).
 
---- The fields of /proc/PID/stat: state, ppid; nil when the process is gone.
-function harness.stat(pid)
-  local s = readfile("/proc/" .. pid .. "/stat")
-  if not s then return nil end
-  local state, ppid = s:match("%) (%S) (%d+)")
-  return state, tonumber(ppid)
-end
-
-function harness.alive(pid)
-  local state = harness.stat(pid)
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+harness.stat = shell.proc_stat
+harness.alive = shell.alive
 
 --- The number of open fds of process PID.
 function harness.fd_count(pid)
-  local out, ok = sh("ls /proc/" .. pid .. "/fd")
+  local ok, out = run("ls /proc/" .. pid .. "/fd")
   assert(ok, out)
   local n = 0
   for _ in out:gmatch("%d+") do n = n + 1 end
@@ -104,12 +97,14 @@ end
 --- What the fds of process PID point to, one "fd -> target" a line (for
 -- failure messages).
 function harness.fd_list(pid)
-  return (sh("cd /proc/" .. pid .. "/fd && for f in *; do echo \"$f -> $(readlink $f)\"; done"))
+  local _, list = run("cd /proc/" .. pid .. "/fd && "
+    .. "for f in *; do echo \"$f -> $(readlink $f)\"; done")
+  return list
 end
 
 --- The pids of the processes whose parent is PID (live and zombie).
 function harness.children(pid)
-  local out = sh("ps -o pid= --ppid " .. pid)
+  local _, out = run("ps -o pid= --ppid " .. pid)
   local pids = {}
   for p in out:gmatch("%d+") do pids[#pids + 1] = tonumber(p) end
   return pids
@@ -311,6 +306,10 @@ function Awesome:stop()
     harness.wait_until(2, function() return #harness.descendants(pid) == 0 end)
   end
   if self.manager then
+    if self.session_pid then
+      self.manager:systemctl("stop", "awesome-session.target")
+      self:session_exit(5)
+    end
     self.manager:stop_unit(self.unit)
   else
     kill_and_wait(self.awesome_pid)
@@ -320,8 +319,8 @@ function Awesome:stop()
     self.session:close()
     self.session = nil
   end
-  sh("rm -rf " .. shq(self.dir))
-  if self.rcdir then sh("rm -rf " .. shq(self.rcdir)) end
+  run("rm -rf " .. shq(self.dir))
+  if self.rcdir then run("rm -rf " .. shq(self.rcdir)) end
 end
 
 --- The environment Awesome runs with, as NAME=value strings.
@@ -333,20 +332,94 @@ local function awesome_env()
 end
 harness.awesome_env = awesome_env
 
---- The drop-in that runs examples/awesome.service (installed verbatim)
+--- The drop-in that runs session/awesome.service (installed verbatim)
 -- headless under a spec's manager: the environment of this session, our
--- rc.lua, and `extra` lines for [Service] (WatchdogSec=3, say).
-function harness.dropin_text(rc, wm, extra)
+-- rc.lua, and `extra` lines for [Service] (WatchdogSec=3, say).  With
+-- `via_session`, DISPLAY and the bus are left to the session command, which
+-- hands them to the manager.
+function harness.dropin_text(rc, wm, extra, via_session)
   local env = awesome_env()
-  env[#env + 1] = "DISPLAY=" .. wm.display
-  env[#env + 1] = "DBUS_SESSION_BUS_ADDRESS=" .. wm.bus
+  if not via_session then
+    env[#env + 1] = "DISPLAY=" .. wm.display
+    env[#env + 1] = "DBUS_SESSION_BUS_ADDRESS=" .. wm.bus
+  end
   env[#env + 1] = "XDG_CACHE_HOME=" .. wm.dir .. "/cache"
+  env[#env + 1] = "PATH=" .. tools .. ":/usr/local/bin:/usr/bin:/bin"
   local lines = { "[Service]" }
   for _, e in ipairs(env) do lines[#lines + 1] = 'Environment="' .. e .. '"' end
   lines[#lines + 1] = "ExecStart="
   lines[#lines + 1] = "ExecStart=/usr/bin/awesome -c " .. rc
   for _, l in ipairs(extra or {}) do lines[#lines + 1] = l end
   return table.concat(lines, "\n") .. "\n"
+end
+
+--- The session's units, each as it is shipped, into the manager.
+function harness.install_session_units(mgr)
+  local _, out = run("ls " .. shq(root .. "/session"))
+  for name in out:gmatch("[^\n]+") do
+    if name:match("%.service$") or name:match("%.target$") then
+      writefile(mgr.unitdir .. "/" .. name, assert(readfile(root .. "/session/" .. name)))
+    end
+  end
+end
+
+--- The environment of this X session, as a sh prefix: what ~/.xsession
+-- would run the session command with.
+function Awesome:session_env()
+  local m = self.manager.env
+  return ("env -u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID DISPLAY=%s "
+    .. "DBUS_SESSION_BUS_ADDRESS=%s XDG_RUNTIME_DIR=%s HOME=%s PATH=%s "):format(
+    shq(self.display), shq(self.bus), shq(m.XDG_RUNTIME_DIR), shq(m.HOME),
+    shq(tools .. ":/usr/local/bin:/usr/bin:/bin"))
+end
+
+--- Runs the session command in the background; its stdout and stderr go
+-- to DIR/session-command.log and its exit status to DIR/session-command.rc.
+function Awesome:run_session_command()
+  local cmd = ("%s sh %s >%s 2>&1 </dev/null; echo $? >%s"):format(
+    self:session_env(), shq(root .. "/session/awesome-session"),
+    shq(self.dir .. "/session-command.log"), shq(self.dir .. "/session-command.rc"))
+  local _, pid = run("(" .. cmd .. ") >/dev/null 2>&1 & echo $!")
+  self.session_pid = tonumber(pid)
+end
+
+--- Waits up to `timeout` seconds for the session command to exit.
+-- @treturn[1] number its exit status
+-- @return[2] nil, what it printed so far
+function Awesome:session_exit(timeout)
+  local rcfile = self.dir .. "/session-command.rc"
+  local code = harness.wait_until(timeout, function()
+    return tonumber(readfile(rcfile) or "")
+  end)
+  return code, readfile(self.dir .. "/session-command.log") or ""
+end
+
+--- Installs the session's units and the drop-in, then starts Awesome: the
+-- unit alone, or through the session command.  Waits until it is active.
+function Awesome:start_unit(args)
+  local mgr = self.manager
+  local dropin = mgr.env.HOME .. "/.config/systemd/user/" .. self.unit .. ".d"
+  run("mkdir -p " .. shq(dropin))
+  writefile(dropin .. "/clua-spec.conf",
+    harness.dropin_text(self.rc, self, args.unit_extra, args.session))
+  harness.install_session_units(mgr)
+  if self.unit ~= "awesome.service" then
+    writefile(mgr.unitdir .. "/" .. self.unit, assert(readfile(root .. "/session/awesome.service")))
+  end
+  assert(mgr:systemctl("daemon-reload"))
+  if args.session then
+    self:run_session_command()
+  else
+    mgr:start(self.unit)
+  end
+  -- Type=notify: active only once clua.awesome sent READY=1.
+  local ok, state = mgr:wait_for(self.unit, "ActiveState", "active", args.timeout or 20)
+  if not ok then
+    local log = args.session and ("\n--- session command ---\n" ..
+      (readfile(self.dir .. "/session-command.log") or "")) or ""
+    return nil, self.unit .. " is " .. tostring(state) .. ", not active\n" .. self:logtail() .. log
+  end
+  return true
 end
 
 --- Starts a headless Awesome.
@@ -356,6 +429,12 @@ end
 -- @param[opt] args.manager a support.systemd manager: run Awesome as its
 --   unit `args.unit` (default "awesome.service") instead
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
+-- @tparam[opt] boolean args.session start it through the session command
+-- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
+-- @param[opt] args.etc a support.private_etc copy to run the session on
+-- @tparam[opt] table args.env variables (`{NOTIFY_SOCKET = "@x"}`) for
+--   Awesome alone, not for the bus or Xvfb (when the harness starts
+--   Awesome itself: not with `manager` or `display_only`)
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -375,11 +454,17 @@ function harness.start(args)
     local k, v = e:match("^([^=]+)=(.*)$")
     assigns[#assigns + 1] = k .. "=" .. shq(v)
   end
+  if args.env then
+    local lines = {}
+    for k, v in pairs(args.env) do lines[#lines + 1] = "export " .. k .. "=" .. shq(v) end
+    writefile(self.dir .. "/awesome.env", table.concat(lines, "\n") .. "\n")
+  end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
-    "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID " ..
-    table.concat(assigns, " ") ..
-    " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
-    shq(self.dir) .. (self.manager and "" or " " .. shq(self.rc)) ..
+    "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
+    table.concat(assigns, " ") .. " " ..
+    (args.etc and (args.etc:prefix() .. " ") or "") ..
+    "dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
+    shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
   for line in self.session:lines() do
@@ -398,17 +483,10 @@ function harness.start(args)
     self:stop()
     return nil, why
   end
+  if args.display_only then return self end
   if self.manager then
-    local mgr = self.manager
-    local dropin = mgr.env.HOME .. "/.config/systemd/user/" .. self.unit .. ".d"
-    sh("mkdir -p " .. shq(dropin))
-    writefile(dropin .. "/clua-spec.conf", harness.dropin_text(self.rc, self, args.unit_extra))
-    mgr:install_unit(self.unit, assert(readfile(root .. "/examples/awesome.service")))
-    mgr:start(self.unit)
-    -- Type=notify: active only once clua.awesome sent READY=1.
-    local ok, state = mgr:wait_for(self.unit, "ActiveState", "active", args.timeout or 20)
+    local ok, why = self:start_unit(args)
     if not ok then
-      local why = self.unit .. " is " .. tostring(state) .. ", not active\n" .. self:logtail()
       self:stop()
       return nil, why
     end
