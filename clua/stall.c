@@ -1,37 +1,22 @@
 /*
  * stall.c - the stall breaker: interrupt a runaway Lua loop on the main
  * thread, the way lua.c stops a script on Ctrl-C, but from a watcher
- * thread (stallwatch.c) instead of a terminal. This file holds what runs
- * on the main thread: the Lua API, the signal handler and the hook.
+ * thread instead of a terminal. This file is the Lua API; the parts:
  *
- * Who touches what, so that it is thread-safe by construction:
- *  - the main thread reports its loop's state to the watcher with atomic
- *    stores (stallwatch_tick / _idle / _wake);
- *  - the watcher only reads that state and, when a busy stretch reaches
- *    the limit, sends a real-time signal to the main thread; it never
- *    touches the Lua state;
- *  - the signal handler, on the main thread, only sets a hook on the main
- *    Lua thread (lua_sethook is meant to be safe there: lua.c does it), and
- *    under LuaJIT makes compiled code return to the interpreter;
- *  - the hook, at the next Lua event, puts back whatever hook was there
- *    before and raises, if the stall is still going and Lua was running.
+ *   stallwatch.c  the watcher thread: times each busy stretch of the main
+ *                 loop and sends a signal when one reaches the limit;
+ *   stallhook.c   the signal handler and the hook, on the main thread:
+ *                 they turn the signal into an error where Lua stalled;
+ *   mainloop.c    GLib's poll function, wrapped: the loop's sleeps are
+ *                 its idle periods (no ticks, no wake-ups while idle);
+ *   stalljit.c    LuaJIT: compiled code sent back to the interpreter.
  *
- * "Lua was running" is what keeps the error out of code that did not
- * stall. The hook fires at the first Lua event after the signal: an
- * instruction (a Lua loop), the return of a C function into Lua (a Lua
- * function blocked in io.popen():read()), or a call. A call from C into
- * Lua means C was running before it: the host's own code, or a process
- * that was stopped. Then it raises nothing.
- *
- * The same hook, set to fire on calls and returns, also tells the watcher
- * when Lua runs again after the host said its loop was idle (idle()): in
- * Awesome, X events are handled right after its poll, before the poll
- * function returns to GLib, and that is the first sign of life we get.
+ * Who touches what: the main thread reports its loop's state to the
+ * watcher with atomic stores; the watcher only reads it and signals; only
+ * the main thread (its handler and hook) touches the Lua state.
  */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,11 +31,6 @@
  */
 
 #define GUARD_TNAME "clua.stallguard"
-#define LAST_KEY "clua.stallguard.last"
-#define INTERRUPT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
-/* Lua runs again: a call, or a return (Lua that called a C function which
- * ran the host's loop, as Awesome's selection() does). */
-#define WAKE_MASK (LUA_MASKCALL | LUA_MASKRET)
 #define LIMIT_MAX 86400.0		/* a day; also keeps ns within 64 bits */
 
 /* The userdata. Only the main thread reads or writes it. */
@@ -65,305 +45,12 @@ struct guard {
 	const char *jit_why;
 };
 
-/*
- * One guard per process, so its state is static. Fields marked (atomic)
- * are only read and written with __atomic builtins; the rest belong to the
- * main thread (and its signal handler, through the flags below).
- */
+/* One guard per process. */
 static struct {
-	int busy;			/* (atomic) a guard owns this state */
+	int busy;			/* (atomic) a guard runs */
 	unsigned gen;			/* bumped in a forked child */
-	lua_State *L;			/* (atomic) main Lua thread, for the handler */
-	struct guard *owner;
-	int signo;
-	struct sigaction old_action;	/* what signo was before we took it */
-	pthread_t main_thread;
-	/* The hook that was set before ours, put back when ours fires. */
-	lua_Hook saved_hook;
-	int saved_mask, saved_count;
+	lua_State *L;			/* its main Lua thread */
 } st;
-
-/* Between the handler and the main thread's own hook changes. */
-static volatile sig_atomic_t interrupt_pending;	/* a signal came */
-static volatile sig_atomic_t hooks_changing;	/* main thread in arm/disarm */
-static volatile sig_atomic_t deferred;		/* a signal came meanwhile */
-
-static void on_hook(lua_State *L, lua_Debug *ar);
-
-static lua_State *main_state(void)
-{
-	return __atomic_load_n(&st.L, __ATOMIC_ACQUIRE);
-}
-
-/* --- Setting and removing the hook ------------------------------------ */
-
-/* Sets our hook, keeping the one it replaces (a debugger's, a profiler's)
- * to put back later. */
-static void arm(lua_State *L, int mask, int count)
-{
-	if (lua_gethook(L) != on_hook) {
-		st.saved_hook = lua_gethook(L);
-		st.saved_mask = lua_gethookmask(L);
-		st.saved_count = lua_gethookcount(L);
-	}
-	lua_sethook(L, on_hook, mask, count);
-}
-
-static void disarm(lua_State *L)
-{
-	if (lua_gethook(L) == on_hook)
-		lua_sethook(L, st.saved_hook, st.saved_mask, st.saved_count);
-}
-
-/* The main thread changes hooks between these two. A signal arriving in
- * between only leaves a note (the handler must not change a hook half
- * changed); the note is acted on here, once the hook is whole again. */
-static void hooks_begin(void)
-{
-	hooks_changing = 1;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-}
-
-static void hooks_end(lua_State *L)
-{
-	for (;;) {
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		hooks_changing = 0;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (!deferred)
-			return;
-		hooks_changing = 1;
-		deferred = 0;
-		arm(L, INTERRUPT_MASK, 1);
-		stalljit_kick();
-	}
-}
-
-/* On the main thread, at any point: only arm the hook. */
-static void on_stall_signal(int signo)
-{
-	int saved_errno = errno;
-	lua_State *L = main_state();
-
-	(void)signo;
-	if (L != NULL) {
-		interrupt_pending = 1;
-		if (hooks_changing) {
-			deferred = 1;
-		} else {
-			arm(L, INTERRUPT_MASK, 1);
-			stalljit_kick();
-		}
-	}
-	errno = saved_errno;
-}
-
-/* --- Raising ----------------------------------------------------------- */
-
-/* Pushes "chunk:line: " of the innermost Lua function running: when the
- * hook fires on the return from a C function (a blocking read), level 0 is
- * that C function, which has no line. */
-static void push_where(lua_State *L)
-{
-	lua_Debug ar;
-	int level;
-
-	for (level = 0; level < 8 && lua_getstack(L, level, &ar); level++) {
-		if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-			lua_pushfstring(L, "%s:%d: ", ar.short_src,
-					ar.currentline);
-			return;
-		}
-	}
-	lua_pushliteral(L, "");
-}
-
-/* Keeps a copy of the message on top of the stack for stallguard:last():
- * the error itself lands in whatever pcall is nearest, which may be code
- * the guard's owner never sees (awful.remote, a gears.timer). */
-static int remember_and_raise(lua_State *L)
-{
-	lua_pushvalue(L, -1);
-	lua_setfield(L, LUA_REGISTRYINDEX, LAST_KEY);
-	return lua_error(L);
-}
-
-/* Raises "<where>: main loop stalled for N s: interrupted" plus a
- * traceback of the interrupted code. */
-static int raise_stall(lua_State *L, long long stalled_ns)
-{
-	char msg[80];
-
-	snprintf(msg, sizeof msg, "main loop stalled for %.1f s: interrupted",
-		 (double)stalled_ns / 1e9);
-	push_where(L);
-	lua_pushstring(L, msg);
-	lua_concat(L, 2);
-#ifdef CLUA_COMPAT_AUXLIB
-	/* PUC Lua 5.1 has no luaL_traceback: debug.traceback does the same,
-	 * found through package.loaded so that no global is read. */
-	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
-	lua_getfield(L, -1, "debug");
-	if (lua_istable(L, -1)) {
-		lua_getfield(L, -1, "traceback");
-		if (lua_isfunction(L, -1)) {
-			lua_pushvalue(L, -4);
-			lua_pushinteger(L, 1);
-			lua_call(L, 2, 1);
-			return remember_and_raise(L);
-		}
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 2);
-#else
-	luaL_traceback(L, L, lua_tostring(L, -1), 0);
-#endif
-	return remember_and_raise(L);
-}
-
-/* --- The hook ---------------------------------------------------------- */
-
-static int lua_at_level(lua_State *L, int level)
-{
-	lua_Debug d;
-
-	return lua_getstack(L, level, &d) && lua_getinfo(L, "S", &d)
-		&& strcmp(d.what, "C") != 0;
-}
-
-/* Whether Lua code was running when the stall ended (see the top). */
-static int lua_was_running(lua_State *L, const lua_Debug *ar)
-{
-	switch (ar->event) {
-	case LUA_HOOKCALL:
-#ifdef LUA_HOOKTAILCALL
-	case LUA_HOOKTAILCALL:
-#endif
-		/* Called by Lua: Lua ran. Called by C: C ran. */
-		return lua_at_level(L, 1);
-	case LUA_HOOKRET:
-#ifdef LUA_HOOKTAILRET
-	case LUA_HOOKTAILRET:
-#endif
-		/* A Lua function, or a C function returning into Lua. */
-		return lua_at_level(L, 0) || lua_at_level(L, 1);
-	default:
-		return 1;	/* an instruction: Lua itself */
-	}
-}
-
-/* At the next Lua event after idle() (a call or a return), or after the
- * signal. */
-static void on_hook(lua_State *L, lua_Debug *ar)
-{
-	lua_State *main = main_state();
-	long long stalled = 0;
-	int raise = 0;
-
-	hooks_begin();
-	disarm(L);
-	if (main == NULL) {
-		/* No guard any more (stopped, or made before a fork). */
-		interrupt_pending = 0;
-	} else if (stallwatch_is_idle()) {
-		/* Whatever stalled before ended when the loop went idle. */
-		interrupt_pending = 0;
-		if (mainloop_before_poll())
-			arm(main, WAKE_MASK, 0);	/* still before its sleep */
-		else
-			stallwatch_wake();
-	} else if (interrupt_pending) {
-		interrupt_pending = 0;
-		if (stallwatch_still_stalled(&stalled)) {
-			stallwatch_handled();
-			raise = lua_was_running(L, ar);
-		}
-	}
-	hooks_end(main != NULL ? main : L);
-	if (raise && st.owner != NULL) {
-		st.owner->stalls++;
-		raise_stall(L, stalled);
-	}
-}
-
-/* --- Called by mainloop.c around the loop's poll ---------------------- */
-
-static int on_main_thread(void)
-{
-	return main_state() != NULL
-		&& pthread_equal(pthread_self(), st.main_thread);
-}
-
-void stall_loop_sleeps(void)
-{
-	if (on_main_thread())
-		stallwatch_idle();
-}
-
-/* The host's poll returned. If no Lua ran since idle(), our wake hook is
- * still set: take it off, the loop is busy anyway from now. */
-void stall_loop_woke(void)
-{
-	lua_State *L = main_state();
-
-	if (!on_main_thread() || !stallwatch_is_idle())
-		return;
-	stallwatch_wake();
-	hooks_begin();
-	if (lua_gethook(L) == on_hook && lua_gethookmask(L) == WAKE_MASK)
-		disarm(L);
-	hooks_end(L);
-}
-
-/* --- The signal -------------------------------------------------------- */
-
-/* Takes the first real-time signal nobody uses: default disposition and
- * not blocked on this thread. Returns it, or -errno. */
-static int claim_signal(struct sigaction *old)
-{
-	struct sigaction sa;
-	sigset_t blocked;
-	int signo;
-
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stall_signal;
-	/* A read() the main thread is blocked in (io.popen) goes on after the
-	 * handler instead of failing with EINTR; the watcher sends nothing
-	 * while the thread waits in a call that would fail anyway. */
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	if (pthread_sigmask(SIG_BLOCK, NULL, &blocked) != 0)
-		sigemptyset(&blocked);
-	for (signo = SIGRTMIN; signo <= SIGRTMAX; signo++) {
-		if (sigismember(&blocked, signo) == 1)
-			continue;
-		if (sigaction(signo, NULL, old) != 0)
-			continue;
-		if ((old->sa_flags & SA_SIGINFO) || old->sa_handler != SIG_DFL)
-			continue;
-		if (sigaction(signo, &sa, old) == 0)
-			return signo;
-	}
-	return -EAGAIN;
-}
-
-/* Gives the signal back. A signal the watcher sent just before it ended
- * may still be pending: take it here, so it never meets SIG_DFL (which
- * would end the process). */
-static void release_signal(void)
-{
-	struct timespec zero = {0, 0};
-	sigset_t one, old;
-
-	sigemptyset(&one);
-	sigaddset(&one, st.signo);
-	pthread_sigmask(SIG_BLOCK, &one, &old);
-	while (sigtimedwait(&one, NULL, &zero) == st.signo)
-		;
-	__atomic_store_n(&st.L, NULL, __ATOMIC_RELEASE);
-	sigaction(st.signo, &st.old_action, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
 
 /* In the child of a fork: the watcher thread stayed with the parent, so
  * every guard made before the fork is dead here (stop returns at once),
@@ -371,13 +58,8 @@ static void release_signal(void)
 static void forked_child(void)
 {
 	st.gen++;
-	interrupt_pending = 0;
-	deferred = 0;
-	hooks_changing = 0;
 	if (__atomic_load_n(&st.busy, __ATOMIC_ACQUIRE)) {
-		__atomic_store_n(&st.L, NULL, __ATOMIC_RELEASE);
-		sigaction(st.signo, &st.old_action, NULL);
-		st.owner = NULL;
+		stallhook_forked();
 		stallwatch_forked();
 		__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
 	}
@@ -416,32 +98,31 @@ static lua_State *main_lua_thread(lua_State *L)
 static int guard_start(struct guard *g, lua_State *main, double limit)
 {
 	struct stallwatch_config c;
-	int signo, err;
+	int err;
 
-	signo = claim_signal(&st.old_action);
-	if (signo < 0)
-		return -signo;
-	st.signo = signo;
-	st.main_thread = pthread_self();
-	st.owner = g;
-	g->gen = st.gen;
-	g->signo = signo;
-	g->limit = limit;
-	/* Before the watcher exists: its signal's handler uses both. */
+	/* LuaJIT's profiler first: the signal's handler uses it. */
 	g->jit = stalljit_start(main, &g->jit_why);
-	__atomic_store_n(&st.L, main, __ATOMIC_RELEASE);
-	c.limit_ns = (long long)(limit * 1e9);
-	if (c.limit_ns < 1)
-		c.limit_ns = 1;
-	c.signo = signo;
-	c.main_thread = st.main_thread;
-	c.main_tid = (pid_t)syscall(SYS_gettid);
-	err = stallwatch_start(&c);
+	err = stallhook_start(main, &g->stalls);
 	if (err != 0) {
 		if (g->jit > 0)
 			stalljit_stop(main);
-		release_signal();
-		st.owner = NULL;
+		return err;
+	}
+	st.L = main;
+	g->gen = st.gen;
+	g->signo = stallhook_signal();
+	g->limit = limit;
+	c.limit_ns = (long long)(limit * 1e9);
+	if (c.limit_ns < 1)
+		c.limit_ns = 1;
+	c.signo = g->signo;
+	c.main_thread = pthread_self();
+	c.main_tid = (pid_t)syscall(SYS_gettid);
+	err = stallwatch_start(&c);
+	if (err != 0) {
+		stallhook_stop();
+		if (g->jit > 0)
+			stalljit_stop(main);
 		return err;
 	}
 	g->running = 1;
@@ -450,8 +131,6 @@ static int guard_start(struct guard *g, lua_State *main, double limit)
 
 static void guard_stop(struct guard *g)
 {
-	lua_State *main = main_state();
-
 	if (!g->running)
 		return;
 	g->running = 0;
@@ -460,15 +139,9 @@ static void guard_stop(struct guard *g)
 	mainloop_unfollow();
 	stallwatch_stop();
 	g->longest_ns = stallwatch_longest();
+	stallhook_stop();	/* no signal can come now */
 	if (g->jit > 0)
-		stalljit_stop(main);
-	release_signal();
-	hooks_begin();
-	disarm(main);
-	interrupt_pending = 0;
-	deferred = 0;
-	hooks_changing = 0;
-	st.owner = NULL;
+		stalljit_stop(st.L);
 	__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
 }
 
@@ -600,15 +273,11 @@ static int l_glib(lua_State *L)
 static int l_idle(lua_State *L)
 {
 	struct guard *g = check_guard(L);
-	lua_State *main = main_state();
 
 	clua_checknargs(L, 1);
 	if (alive(g)) {
 		stallwatch_idle();
-		hooks_begin();
-		if (lua_gethook(main) == NULL)
-			arm(main, WAKE_MASK, 0);
-		hooks_end(main);
+		stallhook_idle();
 	}
 	lua_pushboolean(L, alive(g));
 	return 1;
@@ -684,7 +353,7 @@ static int l_last(lua_State *L)
 {
 	check_guard(L);
 	clua_checknargs(L, 1);
-	lua_getfield(L, LUA_REGISTRYINDEX, LAST_KEY);
+	lua_getfield(L, LUA_REGISTRYINDEX, STALL_LAST_KEY);
 	return 1;
 }
 

@@ -1,8 +1,9 @@
 /*
  * stall.h - how the parts of the stall breaker talk to each other.
  *
- *   stall.c      the Lua API, the signal handler and the hook: everything
- *                that runs on the main thread and touches the Lua state;
+ *   stall.c      the Lua API;
+ *   stallhook.c  the signal handler and the hook: what runs on the main
+ *                thread and touches the Lua state to interrupt it;
  *   stallwatch.c the watcher thread: measures each busy stretch of the
  *                main loop and decides when to send the signal;
  *   mainloop.c   GLib's poll function, wrapped, so that the loop's own
@@ -78,8 +79,23 @@ int mainloop_host_poll(void);
  * host is still doing its pre-sleep work (Awesome's refresh). */
 int mainloop_before_poll(void);
 
-/* --- stall.c: called by mainloop.c on the main thread ----------------- */
+/* --- stallhook.c: the signal handler and the hook --------------------- */
 
+/* Where stallguard:last() finds the last interrupt's message. */
+#define STALL_LAST_KEY "clua.stallguard.last"
+
+/* Claims a free real-time signal for the handler; each interrupt adds one
+ * to *stalls. 0, or an errno value (EAGAIN: every signal is taken). */
+int stallhook_start(lua_State *main, lua_Integer *stalls);
+int stallhook_signal(void);
+/* Gives the signal back and takes the hook off (the watcher is gone). */
+void stallhook_stop(void);
+/* idle(): sets the hook that sees Lua run again. */
+void stallhook_idle(void);
+/* In a forked child: gives the signal back. Async-signal-safe. */
+void stallhook_forked(void);
+
+/* Called by mainloop.c on the thread that polls. */
 void stall_loop_sleeps(void);	/* the loop is about to sleep in poll */
 void stall_loop_woke(void);	/* its poll returned */
 

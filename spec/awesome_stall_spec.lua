@@ -39,7 +39,7 @@ local function thread(pid, tid)
 end
 
 local function watcher_tid(pid)
-  local out = harness.sh("grep -l '^clua-stall$' /proc/" .. pid .. "/task/*/comm")
+  local _, out = harness.run("grep -l '^clua-stall$' /proc/" .. pid .. "/task/*/comm")
   return out:match("/task/(%d+)/comm")
 end
 
