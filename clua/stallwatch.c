@@ -18,10 +18,10 @@
  *    freezer, a debugger stopping every thread, a paused VM) stops this
  *    thread too, and it wakes late. While the loop is busy it looks every
  *    quarter of the limit and credits each look with at most what it meant
- *    to sleep, or the CPU time the main thread used meanwhile if that is
- *    more (this thread merely waiting for a CPU, as under valgrind, is no
- *    freeze), plus slack: a freeze of any length adds at most a quarter of
- *    the limit and the slack. A main thread stopped alone (a debugger in non-stop
+ *    to sleep, or the time the main thread was runnable meanwhile if that
+ *    is more (this thread merely waiting for a CPU, as under valgrind, is
+ *    no freeze), plus slack: a freeze of any length adds at most a quarter
+ *    of the limit and the slack. A main thread stopped alone (a debugger in non-stop
  *    mode) shows as stopped in /proc and is not credited at all.
  *  - No EINTR. The signal goes only to a main thread that is running, or
  *    blocked in a call that SA_RESTART restarts (read, write, wait4, ...).
@@ -305,11 +305,20 @@ static int main_signalable(void)
 
 /* --- The watcher ------------------------------------------------------- */
 
-/* CPU time the main thread has used, in ns (0 when unknown). */
-static long long main_cpu_ns(void)
+/* How long the main thread has been runnable, in ns: the time it ran
+ * plus the time it waited for a CPU (/proc schedstat). Neither grows while
+ * the process is stopped or frozen; both grow while it spins on a busy
+ * machine, where its CPU time alone falls behind the clock. Without
+ * schedstat, its CPU time (pthread_getcpuclockid); 0 when unknown. */
+static long long main_runnable_ns(void)
 {
+	char buf[128];
+	long long ran, waited;
 	struct timespec ts;
 
+	if (read_task_file("schedstat", buf, sizeof buf) > 0
+	    && sscanf(buf, "%lld %lld", &ran, &waited) == 2)
+		return ran + waited;
 	if (!w.have_main_cpu || clock_gettime(w.main_cpu, &ts) != 0)
 		return 0;
 	return (long long)ts.tv_sec * NSEC_PER_SEC + ts.tv_nsec;
@@ -318,7 +327,7 @@ static long long main_cpu_ns(void)
 /* What the watcher knows of the stretch it is timing. */
 struct look {
 	long long at;		/* when it last looked */
-	long long main_cpu;	/* the main thread's CPU time then */
+	long long main_ran;	/* main_runnable_ns() then */
 	unsigned stretch;	/* which stretch that was */
 	long long seen;		/* busy time of it witnessed, freezes left out */
 	long long next_fire;	/* signal once seen reaches this */
@@ -351,7 +360,7 @@ static void restart(struct look *lk)
 	long long most = w.look_ns + w.slack_ns;
 
 	lk->at = now;
-	lk->main_cpu = main_cpu_ns();
+	lk->main_ran = main_runnable_ns();
 	lk->stretch = LOAD(&w.stretch);
 	lk->seen = since < 0 ? 0 : since < most ? since : most;
 	lk->next_fire = w.c.limit_ns;
@@ -401,13 +410,13 @@ static void fire(unsigned stretch, long long seen, long long now)
 static void look(struct look *lk, long long planned)
 {
 	long long now = stall_now(), elapsed = now - lk->at;
-	long long cpu = main_cpu_ns(), ran = cpu - lk->main_cpu;
+	long long runnable = main_runnable_ns(), ran = runnable - lk->main_ran;
 	long long most = (ran > planned ? ran : planned) + w.slack_ns;
 	long long credit = elapsed < most ? elapsed : most;
 	unsigned stretch;
 
 	lk->at = now;
-	lk->main_cpu = cpu;
+	lk->main_ran = runnable;
 	if (credit < elapsed) {		/* we could not run: frozen */
 		STORE(&w.freeze_from, now - (elapsed - credit));
 		STORE(&w.freeze_to, now);
