@@ -102,7 +102,7 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	$(CC) $(ALL_CFLAGS) -Icommon $(LUA_CFLAGS) $(SD_CFLAGS) -c -o $@ $<
 
 $(BUILD)/clua.so: $(MODULE_OBJS)
-	$(CC) -shared $(ALL_LDFLAGS) -o $@ $(MODULE_OBJS) $(SD_LIBS) -lpthread
+	$(CC) -shared $(ALL_LDFLAGS) -o $@ $(MODULE_OBJS) $(SD_LIBS) -lpthread -ldl
 
 # The unit specs under one Lua (make test LUA_VERSION=5.4 SANITIZE=asan).
 test: module testkit

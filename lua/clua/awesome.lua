@@ -16,7 +16,8 @@
 -- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
 --   feeds the watchdog, so a hung Awesome is killed and restarted.
 -- * **stall**: a runaway Lua loop is interrupted with a traceback after
---   `stall` seconds without the main loop turning.
+--   `stall` seconds without the main loop turning. The guard follows
+--   Awesome's GLib main loop: nothing wakes an idle Awesome.
 -- * **scopes**: under a systemd user manager, every application launched
 --   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
 --   a watchdog kill or a crash of Awesome takes no application with it.
@@ -80,19 +81,11 @@ local state = {
     managed = false,       -- a service manager listens (NOTIFY_SOCKET set)
     stall_limit = nil,
     guard = nil,
-    stall_timer = nil,
+    stall_follows = nil,   -- true once the guard follows the GLib loop
+    stall_timer = nil,     -- a tick timer, only when it cannot follow
     stalls_seen = 0,
-    last_tick = nil,
-    longest_stall = 0,
     errors = {},           -- features that failed to start, with why
 }
-
--- The monotonic clock, in seconds (GLib's, like gears.timer's).
-local monotonic
-do
-    local GLib = lgi.GLib
-    monotonic = function() return GLib.get_monotonic_time() / 1e6 end
-end
 
 -- Reports an error without raising: on stderr through gears.debug and as
 -- the `debug::error` signal, which Awesome's default rc.lua turns into a
@@ -372,30 +365,54 @@ end
 
 -- Stall breaker ---------------------------------------------------------
 
--- How the longest stall is measured: the tick timer wants to run every
--- limit/4 seconds; it can only run late when the main loop did not turn, so
--- (time since the previous tick - limit/4) is how long the loop was held up.
--- The largest such delay is the longest stall seen, interrupted or not.
-local function on_stall_tick()
-    local now = monotonic()
-    if state.last_tick then
-        local late = now - state.last_tick - state.stall_limit / 4
-        if late > state.longest_stall then state.longest_stall = late end
-    end
-    state.last_tick = now
-    state.guard:tick()
+-- An interrupt's error went to whichever pcall was nearest (awful.remote,
+-- a gears.timer...); report it here too, with its traceback.
+local function report_new_stalls()
     local n = state.guard:stalls()
-    if n > state.stalls_seen then
-        -- The error itself went to whichever pcall was nearest (awful.remote,
-        -- a gears.timer...); report it here too, with its traceback.
-        local detail = state.guard:last()
-        state.stalls_seen = n
-        report("Lua interrupted: the main loop did not turn for " ..
-            string.format("%g", state.stall_limit) .. " s (" .. n ..
-            (n == 1 and " stall" or " stalls") .. " so far)" ..
-            (detail and ("\n" .. tostring(detail)) or ""))
-        update_status()
+    if n <= state.stalls_seen then return end
+    local detail = state.guard:last()
+    state.stalls_seen = n
+    report("Lua interrupted: the main loop did not turn for " ..
+        string.format("%g", state.stall_limit) .. " s (" .. n ..
+        (n == 1 and " stall" or " stalls") .. " so far)" ..
+        (detail and ("\n" .. tostring(detail)) or ""))
+    update_status()
+end
+
+-- Runs last in Awesome's "refresh" signal, which Awesome emits from its
+-- GLib poll function, every turn of the loop, right before it sleeps:
+-- the loop's Lua work is done (gears.timer's delayed calls ran just
+-- before, in the same signal), so the guard may sleep until Lua runs again.
+local function on_refresh()
+    report_new_stalls()
+    state.guard:idle()
+end
+
+-- Only when the guard cannot follow the loop: tick every quarter of the
+-- limit, which wakes Awesome 4 times per limit.
+local function start_tick_timer()
+    state.stall_timer = gtimer {
+        timeout = state.stall_limit / 4,
+        autostart = true,
+        callback = function()
+            state.guard:tick()
+            report_new_stalls()
+        end,
+    }
+end
+
+-- Awesome sets its own GLib poll function right before its main loop
+-- starts, after rc.lua: the guard wraps it from the loop's first turn (a
+-- GLib timeout runs in the loop, never before it).
+local function follow_loop()
+    local ok, msg = state.guard:glib()
+    if ok then
+        state.stall_follows = true
+        return
     end
+    state.errors.stall_follow = msg
+    report("stallguard:glib: " .. tostring(msg) .. "; ticking instead")
+    start_tick_timer()
 end
 
 local function start_stall(limit)
@@ -412,18 +429,26 @@ local function start_stall(limit)
     end
     state.guard = guard
     state.stall_limit = limit
-    state.last_tick = monotonic()
-    state.stall_timer = gtimer {
-        timeout = limit / 4,
-        autostart = true,
-        callback = on_stall_tick,
-    }
+    capi.awesome.connect_signal("refresh", on_refresh)
+    gtimer.start_new(0, function()
+        protected_call(follow_loop)
+        return false
+    end)
     -- Awesome tears itself down before exec'ing (restart) or exiting; that
     -- may take longer than the limit and must not be interrupted.
     capi.awesome.connect_signal("exit", function()
-        state.stall_timer:stop()
+        if state.stall_timer then state.stall_timer:stop() end
+        capi.awesome.disconnect_signal("refresh", on_refresh)
         guard:stop()
     end)
+end
+
+-- What status() says of the guard under LuaJIT; nil under PUC Lua.
+local function stall_jit_line()
+    local covered, why = state.guard:jit()
+    if covered == nil then return nil end
+    return covered and "LuaJIT: compiled loops are interrupted too (LuaJIT profiler hook)"
+        or ("LuaJIT: compiled loops are NOT interrupted: " .. tostring(why))
 end
 
 -- Application scopes ----------------------------------------------------
@@ -760,7 +785,12 @@ function cluawm.status()
     if state.guard then
         add("stall: limit ", string.format("%g", state.stall_limit), " s, ",
             tostring(state.guard:stalls()), " interrupted, longest main-loop stall ",
-            string.format("%.1f", state.longest_stall), " s")
+            string.format("%.3f", state.guard:longest()), " s, ",
+            state.stall_follows and "following the GLib main loop"
+                or state.stall_timer and "ticking every quarter of the limit"
+                or "not following the main loop yet")
+        local jit_line = stall_jit_line()
+        if jit_line then add("stall: ", jit_line) end
     else
         add("stall: ", o.stall and ("failed: " .. tostring(state.errors.stall)) or "off")
     end
