@@ -304,7 +304,7 @@ describe("clua.stallguard", function()
     assert.is_true(g:tick())
   end)
 
-  if _VERSION == "Lua 5.4" then
+  if _VERSION >= "Lua 5.4" then
     it("is stopped by a to-be-closed variable (Lua 5.4)", function()
       local chunk = assert(load([[
         local clua = ...
