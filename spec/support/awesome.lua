@@ -31,6 +31,10 @@
 -- status); otherwise the unit is started alone.  `start` waits until the
 -- unit is active (Type=notify: clua.awesome sent READY=1), and `wm:pid()`
 -- follows its MainPID across watchdog restarts.
+--
+-- With `start { rc = ..., etc = copy }` (a copy from support.private_etc)
+-- the session (Xvfb, the bus, Awesome; not with `manager`) runs in a mount
+-- namespace of its own that sees the copy at /etc.
 
 local testkit = require("testkit")
 
@@ -427,6 +431,10 @@ end
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
 -- @tparam[opt] boolean args.session start it through the session command
 -- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
+-- @param[opt] args.etc a support.private_etc copy to run the session on
+-- @tparam[opt] table args.env variables (`{NOTIFY_SOCKET = "@x"}`) for
+--   Awesome alone, not for the bus or Xvfb (when the harness starts
+--   Awesome itself: not with `manager` or `display_only`)
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -446,10 +454,16 @@ function harness.start(args)
     local k, v = e:match("^([^=]+)=(.*)$")
     assigns[#assigns + 1] = k .. "=" .. shq(v)
   end
+  if args.env then
+    local lines = {}
+    for k, v in pairs(args.env) do lines[#lines + 1] = "export " .. k .. "=" .. shq(v) end
+    writefile(self.dir .. "/awesome.env", table.concat(lines, "\n") .. "\n")
+  end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
-    table.concat(assigns, " ") ..
-    " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
+    table.concat(assigns, " ") .. " " ..
+    (args.etc and (args.etc:prefix() .. " ") or "") ..
+    "dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
     shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
