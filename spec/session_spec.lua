@@ -23,6 +23,12 @@ describe("session/ unit files #integration", function()
       :format(dir, dir, dir))
     run("rm -rf " .. quote(dir))
     assert.is_true(ok, out)
+    -- systemd before 254 has no RestartMode= (nor the failed state on a
+    -- restart that it avoids): the one line it may print about it.
+    local _, version = run("systemctl --version | head -n 1")
+    if tonumber(version:match("^systemd (%d+)")) < 254 then
+      out = out:gsub("[^\n]*: Unknown key '?RestartMode'? in section [^\n]*, ignoring%.\n?", "")
+    end
     assert.equal("", out)
   end)
 end)
