@@ -62,13 +62,17 @@ ALL_CFLAGS  := -std=gnu99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPTFLAGS) $(
 ALL_LDFLAGS := $(SANFLAGS) $(LDFLAGS)
 VERSION     := $(shell sed -n 's/^\#define CLUA_VERSION "\(.*\)"/\1/p' clua/clua.h)
 TOOL_CFLAGS := -std=gnu99 -D_GNU_SOURCE -fvisibility=hidden $(OPTFLAGS) $(WARNFLAGS) $(SANFLAGS) \
-	-DWATCHOUTPUT_VERSION='"$(VERSION)"' $(CFLAGS)
+	-DCLUA_VERSION='"$(VERSION)"' -Icommon $(CFLAGS)
 
-# Every clua/*.c but the command-line tool goes into the module.
-TOOL_SRCS    := clua/watchoutput.c
-MODULE_SRCS  := $(filter-out $(TOOL_SRCS),$(wildcard clua/*.c))
-MODULE_OBJS  := $(MODULE_SRCS:clua/%.c=$(BUILD)/%.o)
-HEADERS      := $(wildcard clua/*.h)
+# The layout: clua/ is the Lua module, one C file per concern; tools/ the
+# command-line programs, one C file and one man page each; common/ the
+# plain C both use (the service manager's notify datagram).
+MODULE_SRCS  := $(wildcard clua/*.c) $(wildcard common/*.c)
+MODULE_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(notdir $(MODULE_SRCS)))
+HEADERS      := $(wildcard clua/*.h common/*.h)
+TOOLS        := $(patsubst tools/%.c,%,$(wildcard tools/*.c))
+COMMON_SRCS  := $(wildcard common/*.c)
+vpath %.c clua common
 
 LUA_LIBDIR   := $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR := $(PREFIX)/share/lua/$(LUA_ABI)
@@ -95,9 +99,9 @@ testkit: $(BUILD)/testkit.so
 $(BUILD)/testkit.so: spec/support/testkit.c $(BUILD)/util.o $(BUILD)/compat.o $(HEADERS)
 	$(CC) -shared $(ALL_CFLAGS) $(LUA_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/util.o $(BUILD)/compat.o
 
-$(BUILD)/%.o: clua/%.c $(HEADERS)
+$(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(SD_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Icommon $(LUA_CFLAGS) $(SD_CFLAGS) -c -o $@ $<
 
 $(BUILD)/clua.so: $(MODULE_OBJS)
 	$(CC) -shared $(ALL_LDFLAGS) -o $@ $(MODULE_OBJS) $(SD_LIBS) -lpthread
@@ -110,20 +114,15 @@ test: module testkit
 print-build:
 	@echo $(BUILD)
 
-# watchoutput, the command-line tool (see clua/watchoutput.c): linked with
-# the notify core it shares with the module, built apart from it.
-tools: $(TOOLS_DIR)/watchoutput $(TOOLS_DIR)/clua-scope
+# The command-line programs (tools/): watchoutput, a program's output as
+# its watchdog heartbeat, and clua-scope, which clua.awesome starts each
+# application through so that it runs in a systemd scope of its own.  Each
+# is one C file linked with common/, built apart from the module.
+tools: $(TOOLS:%=$(TOOLS_DIR)/%)
 
-$(TOOLS_DIR)/watchoutput: $(TOOL_SRCS) clua/sdnotify.c clua/sdnotify.h
+$(TOOLS_DIR)/%: tools/%.c $(COMMON_SRCS) $(wildcard common/*.h)
 	@mkdir -p $(TOOLS_DIR)
-	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $(TOOL_SRCS) clua/sdnotify.c $(SD_LIBS) -lm
-
-# clua-scope: what clua.awesome starts each application through, so that
-# it runs in a systemd scope of its own (tools/clua-scope.c).
-$(TOOLS_DIR)/clua-scope: tools/clua-scope.c clua/sdnotify.c clua/sdnotify.h
-	@mkdir -p $(TOOLS_DIR)
-	$(CC) $(TOOL_CFLAGS) -DCLUA_VERSION='"$(VERSION)"' -Iclua $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ \
-		tools/clua-scope.c clua/sdnotify.c $(SD_LIBS)
+	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_SRCS) $(SD_LIBS) -lm
 
 deps:
 	@sh .ci/deps
@@ -191,8 +190,8 @@ endif
 
 install-tools: tools
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 755 $(TOOLS_DIR)/watchoutput $(TOOLS_DIR)/clua-scope $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 watchoutput.1 tools/clua-scope.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 755 $(TOOLS:%=$(TOOLS_DIR)/%) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(TOOLS:%=tools/%.1) $(DESTDIR)$(PREFIX)/share/man/man1/
 
 # The Awesome session (session/): the user units, the session command and
 # its man page, and the display managers' xsessions entry.
@@ -205,8 +204,7 @@ install-session:
 	install -m 644 session/awesome-session.desktop $(DESTDIR)$(XSESSIONSDIR)/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/watchoutput $(DESTDIR)$(PREFIX)/share/man/man1/watchoutput.1
-	rm -f $(DESTDIR)$(PREFIX)/bin/clua-scope $(DESTDIR)$(PREFIX)/share/man/man1/clua-scope.1
+	rm -f $(TOOLS:%=$(DESTDIR)$(PREFIX)/bin/%) $(TOOLS:%=$(DESTDIR)$(PREFIX)/share/man/man1/%.1)
 	rm -f $(DESTDIR)$(PREFIX)/bin/awesome-session $(DESTDIR)$(PREFIX)/share/man/man1/awesome-session.1
 	rm -f $(addprefix $(DESTDIR)$(USERUNITDIR)/,$(notdir $(SESSION_UNITS)))
 	rm -f $(DESTDIR)$(XSESSIONSDIR)/awesome-session.desktop

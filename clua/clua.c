@@ -9,7 +9,9 @@
 
 /*
  * clua.c - the module entry point: one flat `clua` table holding every
- * concern's functions, as the contract in design.md spells them.
+ * concern's functions (clua.reap, clua.clockwatch, clua.notify_ready...):
+ * the names rc.lua snippets and other programs call, so none is ever
+ * renamed or moved into a sub-table.
  */
 #include "clua.h"
 

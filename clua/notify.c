@@ -42,14 +42,6 @@ static int push_sent(lua_State *L, int r)
 	return 1;
 }
 
-/* A string argument, strictly: numbers are not coerced. */
-static const char *check_string(lua_State *L, int arg, size_t *len)
-{
-	if (lua_type(L, arg) != LUA_TSTRING)
-		clua_typeerror(L, arg, "string");
-	return lua_tolstring(L, arg, len);
-}
-
 /* Sends prefix followed by text made safe for a STATUS= value, the whole
  * cut to one datagram.  prefix ends in "STATUS=". */
 static int send_with_status(lua_State *L, const char *prefix,
@@ -77,7 +69,7 @@ static int send_with_status(lua_State *L, const char *prefix,
 static int l_notify(lua_State *L)
 {
 	size_t len;
-	const char *state = check_string(L, 1, &len);
+	const char *state = clua_checklstring(L, 1, &len);
 	const char *why;
 
 	clua_checknargs(L, 1);
@@ -104,7 +96,7 @@ static int l_notify_ready(lua_State *L)
 	clua_checknargs(L, 1);
 	if (lua_isnoneornil(L, 1))
 		return push_sent(L, clua_sd_send("READY=1"));
-	status = check_string(L, 1, &len);
+	status = clua_checklstring(L, 1, &len);
 	return send_with_status(L, "READY=1\nSTATUS=", status, len);
 }
 
@@ -162,7 +154,7 @@ static int l_notify_stopping(lua_State *L)
 static int l_notify_status(lua_State *L)
 {
 	size_t len;
-	const char *text = check_string(L, 1, &len);
+	const char *text = clua_checklstring(L, 1, &len);
 
 	clua_checknargs(L, 1);
 	return send_with_status(L, "STATUS=", text, len);

@@ -306,9 +306,7 @@ static const char *checkpath(lua_State *L, int arg, size_t *base)
 		*base = strlen("/etc/");
 		return LOCALTIME;
 	}
-	if (lua_type(L, arg) != LUA_TSTRING)
-		clua_typeerror(L, arg, "string");
-	path = lua_tolstring(L, arg, &len);
+	path = clua_checklstring(L, arg, &len);
 	if (strlen(path) != len)
 		luaL_argerror(L, arg, "path contains a NUL byte");
 	if (len >= PATH_MAX)

@@ -35,6 +35,13 @@ int clua_checkboolean(lua_State *L, int arg)
 	return lua_toboolean(L, arg);
 }
 
+const char *clua_checklstring(lua_State *L, int arg, size_t *len)
+{
+	if (lua_type(L, arg) != LUA_TSTRING)
+		clua_typeerror(L, arg, "string");
+	return lua_tolstring(L, arg, len);
+}
+
 int clua_optboolean(lua_State *L, int arg, int def)
 {
 	return lua_isnoneornil(L, arg) ? def : clua_checkboolean(L, arg);

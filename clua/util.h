@@ -1,10 +1,14 @@
 /*
  * util.h - the argument checks and error shape every clua binding shares.
  *
- * Conventions (see design.md):
+ * Conventions, the same in every file (the README and the LDoc reference
+ * promise them to users):
  *  - a wrong argument is a Lua error naming the function and the argument,
  *    raised through luaL_argerror, so Lua fills in "bad argument #N to 'f'";
- *  - a failing system call returns nil, strerror(errno), errno.
+ *    nothing is coerced, nothing crashes;
+ *  - a failing system call returns nil, strerror(errno), errno (one helper,
+ *    clua_pusherror, which takes errno explicitly: a call made in between
+ *    cannot change it).
  * Types are checked strictly: no string-to-number coercion, no number where
  * a boolean is expected, no float where an integer is expected.
  */
@@ -20,6 +24,10 @@ int clua_typeerror(lua_State *L, int arg, const char *expected);
 void clua_checknargs(lua_State *L, int maxargs);
 
 int clua_checkboolean(lua_State *L, int arg);
+
+/* A string, strictly: a number is not coerced (luaL_checklstring would
+ * turn 12 into "12"). Sets *len. */
+const char *clua_checklstring(lua_State *L, int arg, size_t *len);
 int clua_optboolean(lua_State *L, int arg, int def);
 
 /* A number with an integral value in [min, max]; NaN, inf, fractions and

@@ -1,6 +1,6 @@
 -- luarocks make rockspec/clua-scm-1.rockspec [--lua-version 5.x] [--tree DIR]
--- Builds clua.so through the Makefile (every clua/*.c but the watchoutput
--- tool) and installs it with the Lua glue in lua/clua/; builds the
+-- Builds clua.so through the Makefile (clua/*.c and common/*.c) and
+-- installs it with the Lua glue in lua/clua/; builds the
 -- watchoutput and clua-scope tools too and installs them into the tree's
 -- bin/ (the session's units and command are for make install, see README).
 rockspec_format = "3.0"

@@ -1,4 +1,4 @@
--- watchoutput (clua/watchoutput.c) run for real: its output relay, retry
+-- watchoutput (tools/watchoutput.c) run for real: its output relay, retry
 -- logic, signals, exit codes and environment; then under a real systemd
 -- user manager (spec/support/systemd.lua) its watchdog heartbeat.
 --

@@ -47,8 +47,8 @@
 
 #include "sdnotify.h"
 
-#ifndef WATCHOUTPUT_VERSION
-#define WATCHOUTPUT_VERSION "unknown"
+#ifndef CLUA_VERSION
+#define CLUA_VERSION "unknown"
 #endif
 
 /* ---- logging ------------------------------------------------------- */
@@ -297,7 +297,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			fputs(usage_text, stdout);
 			return 0;
 		case 'V':
-			printf("watchoutput %s\n", WATCHOUTPUT_VERSION);
+			printf("watchoutput %s\n", CLUA_VERSION);
 			return 0;
 		case ':':
 			say("option %s needs a value (see --help)", argv[optind - 1]);
