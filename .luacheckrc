@@ -1,5 +1,5 @@
 -- luacheck configuration.  clua's Lua must run under every Lua it supports
--- (5.1 to 5.4 and LuaJIT): lint it against what they all have ("min"), as
+-- (5.1 to 5.5 and LuaJIT): lint it against what they all have ("min"), as
 -- Awesome does, plus the read-only globals of Awesome's C API, which the
 -- glue runs inside.
 std = "min"

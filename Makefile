@@ -2,11 +2,13 @@
 #
 #   make                     build clua.so (Lua $(LUA_VERSION)) and watchoutput
 #   make check               install build deps (Debian), run the whole suite
+#   make check-debian        make check in fresh Debian 12, 13, testing roots
+#                            and a plain chroot (root, debootstrap; slow)
 #   make test LUA_VERSION=5.4   the unit specs under one Lua
 #   make install PREFIX=/usr/local DESTDIR=
 #   make bench               build, then run the benchmarks (bench/README.md)
 #
-# LUA_VERSION is 5.1, 5.2, 5.3, 5.4 or jit (LuaJIT).
+# LUA_VERSION is 5.1, 5.2, 5.3, 5.4, 5.5 or jit (LuaJIT).
 
 LUA_VERSION ?= 5.3
 PREFIX      ?= /usr/local
@@ -82,8 +84,8 @@ XSESSIONSDIR ?= $(PREFIX)/share/xsessions
 SESSION_UNITS := session/awesome.service session/awesome-session.target \
 	session/awesome-session-shutdown.target
 
-.PHONY: all module testkit tools print-build demo doc check test deps install install-module install-tools \
-	install-session uninstall clean \
+.PHONY: all module testkit tools print-build demo doc check check-debian test deps install install-module \
+	install-tools install-session uninstall clean \
 	bench bench-deps bench-progs
 
 all: module tools
@@ -140,6 +142,16 @@ doc:
 
 check: deps
 	@spec/support/check
+
+# The releases the README names, each a fresh minimal root running the
+# README's `make check` (.ci/debian-root): Debian 12, 13 and testing, and
+# Debian 12 in a plain chroot as package builders use. One line per root.
+# Not part of `make check`: each root installs every package first, and the
+# four take an hour or more.
+DEBIAN_ROOTS ?= bookworm trixie forky bookworm:plain
+
+check-debian:
+	@.ci/debian-root $(DEBIAN_ROOTS)
 
 # Benchmarks: clua against what people would otherwise use, one table
 # (bench/README.md).  Never part of `make check`, never a failure: a missed

@@ -34,9 +34,9 @@ if not io.open(probe) or not io.open(lib.tools .. "/clua-scope") then
 end
 local ok, why = harness.available()
 if ok then ok, why = systemd.available() end
-if not ok then return report("skipped: " .. why) end
-
-local mgr = assert(systemd.start())
+local mgr
+if ok then mgr, why = systemd.start() end
+if not mgr then return report("skipped: " .. why) end
 local dir = lib.tmpdir()
 local RC = ([[
 local plain_spawn = awesome.spawn

@@ -1,7 +1,9 @@
 /*
  * compat.h - the few Lua C API differences clua meets between Lua 5.1,
- * 5.2, 5.3, 5.4 and LuaJIT, papered over in one place so the rest of the
- * sources are written against the 5.3/5.4 API.
+ * 5.2, 5.3, 5.4, 5.5 and LuaJIT, papered over in one place so the rest of
+ * the sources are written against the 5.3/5.4 API. Lua 5.5 needs nothing
+ * here: what its API changed (lua_newstate's seed, lua_resetthread and the
+ * unsigned conversions gone) is nothing clua calls.
  */
 #ifndef CLUA_COMPAT_H
 #define CLUA_COMPAT_H

@@ -185,10 +185,8 @@ local function main()
     print("make demo: cannot run Awesome here: " .. why)
     os.exit(1)
   end
-  local mgr
-  local sd_ok, sd_why = systemd.available()
-  if sd_ok then
-    mgr = assert(systemd.start())
+  local mgr, sd_why = systemd.start()
+  if mgr then
     say("private systemd --user manager running (pid %d)", mgr.pid)
   else
     skip("systemd --user", sd_why .. "; Awesome runs without a service manager")

@@ -22,7 +22,7 @@ description = {
 }
 supported_platforms = { "linux" }
 dependencies = {
-  "lua >= 5.1, < 5.5",
+  "lua >= 5.1, < 5.6",
 }
 external_dependencies = {
   LIBSYSTEMD = { header = "systemd/sd-daemon.h", library = "systemd" },

@@ -328,6 +328,62 @@ describe("clua.awesome in a real Awesome #integration", function()
   end)
 end)
 
+-- The glue watches the clock's fd with the first of GLib.unix_fd_add_full
+-- (GLib < 2.88 with lgi 0.9.2), GLibUnix.fd_add_full (GLib >= 2.80) and
+-- GLib.io_add_watch (every GLib) that this GLib has. An rc.lua that hides
+-- the first spelling, and GLibUnix too when `hide_glibunix`, from the glue
+-- only (Awesome keeps the real lgi), and records which path this GLib
+-- leaves: GLibUnix.fd_add_full where it has one, else GLib.io_add_watch.
+local function fallback_rc(hide_glibunix)
+  return harness.rc(([[
+    local hide_glibunix = %s
+    local lgi = require("lgi")
+    local GLib = lgi.GLib
+    local has_unix, GLibUnix = pcall(lgi.require, "GLibUnix")
+    clua_spec = { events = 0, expect = "GLib.io_add_watch" }
+    if not hide_glibunix and has_unix and GLibUnix and GLibUnix.fd_add_full then
+      clua_spec.expect = "GLibUnix.fd_add_full"
+    end
+    package.loaded.lgi = setmetatable({
+      GLib = setmetatable({}, { __index = function(_, k)
+        if k ~= "unix_fd_add_full" then return GLib[k] end
+      end }),
+      require = function(name, ...)
+        if hide_glibunix and name == "GLibUnix" then error("GLibUnix hidden by the spec") end
+        return lgi.require(name, ...)
+      end,
+    }, { __index = lgi })
+    local ok, err = pcall(require("clua.awesome").setup, { stall = false })
+    package.loaded.lgi = lgi
+    if not ok then error(err) end
+    awesome.connect_signal("clua::clock_changed", function()
+      clua_spec.events = clua_spec.events + 1
+    end)
+  ]]):format(tostring(hide_glibunix)))
+end
+
+-- Starts Awesome with fallback_rc, checks that status() names the path this
+-- GLib needs, then that a clock set reaches clua::clock_changed through it.
+local function check_fallback(hide_glibunix)
+  if not skip_unless_available() then return end
+  local wm = assert(harness.start { rc = fallback_rc(hide_glibunix) })
+  finally(function() wm:stop() end)
+  if not has(wm, "clockwatch") then
+    pending("clua.clockwatch is not in this build (clock.c)")
+    return
+  end
+  local expect = wm:client("return clua_spec.expect")
+  local status = wm:client([[return require("clua.awesome").status()]])
+  assert.matches("via " .. expect, status, 1, true)
+  local ok, msg = testkit.clock_step(0)
+  if not ok then
+    pending("needs CAP_SYS_TIME to set the clock: " .. tostring(msg))
+    return
+  end
+  assert.is_truthy(harness.wait_until(1, function()
+    return wm:client("return clua_spec.events") >= 1
+  end), "no clua::clock_changed through " .. expect)
+end
 describe("clua.awesome outside a user manager #integration", function()
   local wm
 
@@ -448,41 +504,13 @@ describe("clua.awesome's restore across restarts #integration", function()
 end)
 
 describe("clua.awesome without GLib.unix_fd_add_full #integration", function()
-  it("falls back to another way of watching the clock's fd", function()
-    if not skip_unless_available() then return end
-    -- Hide the first spelling from the glue only: it gets a GLib without
-    -- unix_fd_add_full (as on GLib >= 2.88), Awesome keeps the real lgi.
-    local wm = assert(harness.start { rc = harness.rc [[
-      local lgi = require("lgi")
-      local GLib = lgi.GLib
-      package.loaded.lgi = setmetatable({
-        GLib = setmetatable({}, { __index = function(_, k)
-          if k ~= "unix_fd_add_full" then return GLib[k] end
-        end }),
-      }, { __index = lgi })
-      local ok, err = pcall(require("clua.awesome").setup, { stall = false })
-      package.loaded.lgi = lgi
-      if not ok then error(err) end
-      clua_spec = { events = 0 }
-      awesome.connect_signal("clua::clock_changed", function()
-        clua_spec.events = clua_spec.events + 1
-      end)
-    ]] })
-    finally(function() wm:stop() end)
-    if not has(wm, "clockwatch") then
-      pending("clua.clockwatch is not in this build (clock.c)")
-      return
-    end
-    local status = wm:client([[return require("clua.awesome").status()]])
-    assert.matches("via GLib.io_add_watch", status, 1, true)
-    local ok, msg = testkit.clock_step(0)
-    if not ok then
-      pending("needs CAP_SYS_TIME to set the clock: " .. tostring(msg))
-      return
-    end
-    assert.is_truthy(harness.wait_until(1, function()
-      return wm:client("return clua_spec.events") >= 1
-    end), "no clua::clock_changed through GLib.io_add_watch")
+  it("watches the clock's fd through GLibUnix.fd_add_full where this GLib has it, "
+    .. "else GLib.io_add_watch", function()
+    check_fallback(false)
+  end)
+
+  it("falls back to GLib.io_add_watch without GLibUnix either", function()
+    check_fallback(true)
   end)
 end)
 
@@ -513,13 +541,12 @@ describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integr
   setup(function()
     local ok, msg = harness.available()
     if not ok then why = "needs Awesome under Xvfb: " .. msg return end
-    ok, msg = systemd.available()
-    if not ok then why = "needs a systemd user manager: " .. msg return end
     if not clua.watchdog_usec then
       why = "clua.watchdog_usec and the notify calls are not in this build (notify.c)"
       return
     end
-    mgr = assert(systemd.start())
+    mgr, msg = systemd.start()
+    if not mgr then why = "needs a systemd user manager: " .. msg return end
     wm = assert(harness.start {
       rc = harness.rc(WATCHDOG_RC), manager = mgr,
       unit_extra = { "WatchdogSec=3", "RestartSec=1" },

@@ -10,13 +10,11 @@ local lua = os.getenv("CLUA_LUA") or "lua"
 local build = os.getenv("CLUA_BUILD") or (root .. "/build/lua5.3")
 local script = root .. "/spec/fixtures/notify_unit.lua"
 
-local available, why_not = systemd.available()
-
 describe("clua notify under a real systemd --user #integration", function()
-  local mgr
+  local mgr, why_not
 
   setup(function()
-    if available then mgr = assert(systemd.start()) end
+    mgr, why_not = systemd.start()
   end)
 
   teardown(function()
@@ -26,7 +24,7 @@ describe("clua notify under a real systemd --user #integration", function()
   -- An it() that is pending, with the reason, where no manager can run.
   local function it_sd(name, fn)
     it(name, function()
-      if not available then
+      if not mgr then
         pending(why_not)
         return
       end

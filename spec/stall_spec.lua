@@ -635,16 +635,27 @@ describe("clua.stallguard", function()
 
   it("returns nil, message, EAGAIN when every real-time signal is taken", function()
     local lo, hi = testkit.sigrtrange()
-    local taken = {}
+    local taken, kept = {}, {}
+    local g, msg, err
     finally(function()
+      -- A guard this test got by mistake must not meet the next test.
+      if g then g:stop() end
       for _, s in ipairs(taken) do testkit.sigset(s, "default") end
     end)
     for s = lo, hi do
       if testkit.sigdisposition(s) == "default" and testkit.sigset(s, "ignore") then
         taken[#taken + 1] = s
+        -- gcc 16's AddressSanitizer answers success for SIGRTMAX and keeps
+        -- its default disposition.
+        if testkit.sigdisposition(s) ~= "ignore" then kept[#kept + 1] = s end
       end
     end
-    local g, msg, err = clua.stallguard(5)
+    if #kept > 0 then
+      pending("cannot take every real-time signal here: sigaction() reported success "
+        .. "but left signal " .. table.concat(kept, ", ") .. " at its default")
+      return
+    end
+    g, msg, err = clua.stallguard(5)
     assert.is_nil(g)
     assert.matches("no unused real-time signal", msg, 1, true)
     assert.equal(EAGAIN, err)
@@ -686,7 +697,7 @@ describe("clua.stallguard", function()
     assert.is_true(g:tick())
   end)
 
-  if _VERSION == "Lua 5.4" then
+  if _VERSION >= "Lua 5.4" then
     it("is stopped by a to-be-closed variable (Lua 5.4)", function()
       local chunk = assert(load([[
         local clua = ...

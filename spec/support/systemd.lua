@@ -7,8 +7,8 @@
 -- several can run at once and none touches the machine's own.
 --
 --    local systemd = require("support.systemd")
---    local ok, why = systemd.available()   -- false, reason when not root
---    local mgr = assert(systemd.start())
+--    local mgr, why = systemd.start()      -- nil, why: this machine cannot
+--    if not mgr then return pending(why) end
 --    mgr:install_unit("t.service", "[Service]\nExecStart=/bin/sleep 100\n")
 --    mgr:start("t.service")                -- does not wait
 --    assert(mgr:wait_for("t.service", "ActiveState", "active", 5))
@@ -20,7 +20,13 @@
 -- environment: XDG_RUNTIME_DIR, HOME, PATH; add more with
 -- `mgr:set_environment{K = "v"}` or Environment=.
 --
--- Needs root (mount namespaces), unshare(1) and /lib/systemd/systemd.
+-- Needs root (mount namespaces), unshare(1) and /lib/systemd/systemd, a
+-- root that is a mount point (a plain chroot, as sbuild and pbuilder use,
+-- cannot make it private), and a systemd that runs on this machine's cgroup
+-- hierarchy (systemd >= 258 refuses cgroup v1). Where one is missing,
+-- `available()` or `start()` says which, for the spec's pending(): a skip
+-- with its reason, never a failure. A manager that runs but does not
+-- answer is an error: that is a failure.
 -- @module support.systemd
 
 local M = {}
@@ -48,7 +54,8 @@ end
 
 local alive = shell.alive
 
---- Whether a manager can be started here.
+--- Whether a manager can be started here, as far as can be told without
+-- starting one (`start` tells the rest).
 -- @treturn boolean
 -- @treturn string why not
 function M.available()
@@ -59,13 +66,38 @@ function M.available()
   if not run("command -v unshare && test -x " .. MANAGER .. " && command -v systemctl") then
     return false, "needs unshare(1), systemctl and " .. MANAGER
   end
+  -- In a plain chroot / is not a mount point: unshare cannot make it
+  -- private, and a tmpfs over /run/systemd would show on the host.
+  local ok, out = run("unshare -m --propagation private true")
+  if not ok then
+    return false, "cannot make a private mount namespace for systemd --user here "
+      .. "(a plain chroot?): " .. out:gsub("\n", " ")
+  end
   return true
+end
+
+-- The line of a manager's log that says why it gave up: the first that
+-- names a reason, else the last one.
+local function why_exited(log)
+  local last
+  for line in log:gmatch("[^\n]+") do
+    local l = line:lower()
+    if l:find("support") or l:find("refus") or l:find("fail") or l:find("cannot")
+      or l:find("error") then
+      return line
+    end
+    last = line
+  end
+  return last or "(no log)"
 end
 
 local Manager = {}
 Manager.__index = Manager
 
 --- Starts a manager and waits until it answers (up to 15 s).
+-- Returns nil and the reason when this machine cannot run one (see
+-- `available`, or the manager exited at once saying why); raises when it
+-- ran but did not answer.
 -- @treturn[1] Manager
 -- @return[2] nil, reason
 function M.start()
@@ -99,14 +131,21 @@ function M.start()
     self:stop()
     return nil, "could not launch systemd --user: " .. tostring(pid)
   end
+  local exited = false
   for _ = 1, 150 do
     if self:systemctl("show", "-P", "Version") then return self end
-    if not alive(self.pid) then break end
+    if not alive(self.pid) then exited = true break end
     sleep(0.1)
   end
   local log = self:log()
   self:stop()
-  return nil, "systemd --user did not come up; its log:\n" .. log
+  if exited then
+    -- e.g. systemd 262 on a cgroup v1 host: "Detected cgroup v1 hierarchy
+    -- at /sys/fs/cgroup/, which is no longer supported ..."
+    local _, version = run(MANAGER .. " --version | head -n 1")
+    return nil, ("systemd --user cannot run here (%s): %s"):format(version, why_exited(log))
+  end
+  error("systemd --user did not answer within 15 s; its log:\n" .. log, 2)
 end
 
 --- The environment prefix for commands that talk to this manager.
