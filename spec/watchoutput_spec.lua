@@ -392,21 +392,26 @@ describe("watchoutput under a real systemd --user #integration", function()
   local mgr, why
 
   setup(function()
-    local ok
-    ok, why = systemd.available()
-    if ok then mgr, why = systemd.start() end
+    mgr, why = systemd.start()
   end)
   teardown(function()
     if mgr then mgr:stop() end
   end)
 
-  -- Installs and starts a Type=notify unit with WatchdogSec=2 running
-  -- watchoutput ARGS; returns false when systemd cannot run here.
-  local function service(name, args, extra)
+  -- False, and the test pending with the reason, when systemd cannot run
+  -- here.
+  local function have_manager()
     if not mgr then
       pending("needs a systemd --user manager: " .. tostring(why))
       return false
     end
+    return true
+  end
+
+  -- Installs and starts a Type=notify unit with WatchdogSec=2 running
+  -- watchoutput ARGS; returns false when systemd cannot run here.
+  local function service(name, args, extra)
+    if not have_manager() then return false end
     mgr:install_unit(name, table.concat({
       "[Service]", "Type=notify", "WatchdogSec=2",
       "ExecStart=" .. W .. " " .. args, extra or "", "",
@@ -480,7 +485,8 @@ describe("watchoutput under a real systemd --user #integration", function()
     end)
 
   it("hides NOTIFY_SOCKET and WATCHDOG_* from the child while using them itself", function()
-    local envfile = mgr and (mgr.dir .. "/child.env")
+    if not have_manager() then return end
+    local envfile = mgr.dir .. "/child.env"
     if not service("env.service", "sh -c 'env >" .. envfile .. "; sleep 100'") then return end
     local f = assert(io.open(envfile))
     local env = f:read("*a")
