@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <poll.h>
 #include <stdint.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -122,6 +121,8 @@ static void closewatch(struct clockwatch *w)
  * @function clockwatch
  * @treturn[1] clockwatch
  * @return[2] nil, message, errno
+ * @usage
+ * local watch = assert(clua.clockwatch())
  * @see timerfd_create(2)
  */
 static int l_clockwatch(lua_State *L)
@@ -154,6 +155,10 @@ static int l_clockwatch(lua_State *L)
  * The watch's file descriptor, for a main loop to watch for readability.
  * @function clockwatch:fd
  * @treturn integer
+ * @usage
+ * -- GLib (lgi): call watch:read() whenever the fd turns readable
+ * GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, watch:fd(),
+ *     GLib.IOCondition.IN, on_readable)
  */
 static int l_fd(lua_State *L)
 {
@@ -221,6 +226,9 @@ static int read_event(lua_State *L, struct clockwatch *w)
  * event
  * @treturn[2] nil when the clock has not changed
  * @return[3] nil, message, errno
+ * @usage
+ * local change = watch:read()
+ * if change then print(change.jump, change.suspended) end
  * @see timerfd_create(2)
  */
 static int l_read(lua_State *L)
@@ -231,12 +239,12 @@ static int l_read(lua_State *L)
 	return read_event(L, w);
 }
 
-static int64_t now_ns(void)
+/* clua_wait_event's read_event. */
+static int read_event_cb(lua_State *L, void *ud)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts_ns(&ts);
+	/* Readable but no change (the far-future expiry): nil, so the wait
+	 * goes on for what the caller asked for. */
+	return read_event(L, ud);
 }
 
 /***
@@ -249,56 +257,25 @@ static int64_t now_ns(void)
  * @treturn[2] nil when the timeout passed first
  * @return[3] nil, message, errno (EINTR when a signal arrived: Lua's own
  * Ctrl-C handler then gets its turn)
+ * @usage
+ * local change = watch:wait(60)   -- nil after a minute without one
  * @see poll(2)
  */
 static int l_wait(lua_State *L)
 {
 	struct clockwatch *w = checkopen(L);
 	double timeout = clua_optnumber(L, 2, 0, 0, HUGE_VAL, HUGE_VAL);
-	int forever = isinf(timeout);
-	int64_t deadline = 0;
 
 	clua_checknargs(L, 2);
-	if (!forever) {
-		/* Beyond a century is for ever in practice; capping keeps the
-		 * nanosecond arithmetic far from overflow. */
-		if (timeout > 3.2e9)
-			timeout = 3.2e9;
-		deadline = now_ns() + (int64_t)(timeout * 1e9);
-	}
-	for (;;) {
-		struct pollfd pfd = {w->fd, POLLIN, 0};
-		struct timespec ts, *tsp = NULL;
-		int n;
-
-		if (!forever) {
-			int64_t left = deadline - now_ns();
-			if (left < 0)
-				left = 0;
-			ts.tv_sec = (time_t)(left / 1000000000);
-			ts.tv_nsec = (long)(left % 1000000000);
-			tsp = &ts;
-		}
-		n = ppoll(&pfd, 1, tsp, NULL);
-		if (n < 0)
-			return clua_pusherror(L, "poll", errno);
-		if (n == 0) {
-			lua_pushnil(L);
-			return 1;
-		}
-		/* Readable but no change (the far-future expiry): keep
-		 * waiting for what the caller asked for. */
-		n = read_event(L, w);
-		if (n != 1 || !lua_isnil(L, -1))
-			return n;
-		lua_pop(L, 1);
-	}
+	return clua_wait_event(L, w->fd, timeout, read_event_cb, w);
 }
 
 /***
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
  * @function clockwatch:close
  * @treturn true
+ * @usage
+ * watch:close()
  */
 static int l_close(lua_State *L)
 {

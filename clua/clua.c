@@ -1,6 +1,6 @@
 /***
- * Process, clock, systemd and stall primitives for a Lua-configured window
- * manager. One flat table: `local clua = require("clua")`.
+ * Process, clock, timezone, systemd and stall primitives for a
+ * Lua-configured window manager. One flat table: `local clua = require("clua")`.
  *
  * Wrong argument types or values raise a Lua error naming the function and
  * the argument. A failing system call returns `nil, message, errno`.
@@ -22,6 +22,7 @@ int luaopen_clua(lua_State *L)
 	clua_open_clock(L);
 	clua_open_notify(L);
 	clua_open_stall(L);
+	clua_open_timezone(L);
 	lua_pushliteral(L, CLUA_VERSION);
 	lua_setfield(L, -2, "_VERSION");
 	return 1;

@@ -14,5 +14,6 @@ void clua_open_process(lua_State *L);	/* process.c */
 void clua_open_clock(lua_State *L);	/* clock.c */
 void clua_open_notify(lua_State *L);	/* notify.c */
 void clua_open_stall(lua_State *L);	/* stall.c */
+void clua_open_timezone(lua_State *L);	/* timezone.c */
 
 #endif

@@ -171,6 +171,9 @@ static const char *status_how(const siginfo_t *info)
  * @tparam boolean on
  * @treturn[1] true
  * @return[2] nil, message, errno
+ * @usage
+ * -- in rc.lua: orphans of what Awesome starts come back to it
+ * clua.setsubreap(true)
  * @see prctl(2)
  */
 static int l_setsubreap(lua_State *L)
@@ -189,6 +192,8 @@ static int l_setsubreap(lua_State *L)
  * @function getsubreap
  * @treturn[1] boolean
  * @return[2] nil, message, errno
+ * @usage
+ * print(clua.getsubreap())   --> true
  * @see prctl(2)
  */
 static int l_getsubreap(lua_State *L)
@@ -215,6 +220,9 @@ static int l_getsubreap(lua_State *L)
  * @treturn[2] boolean whether a core was dumped
  * @return[3] nil when children exist but none has exited
  * @return[4] nil, message, errno (`ECHILD` when there is no such child)
+ * @usage
+ * local pid, how, code = clua.reap()
+ * if pid then print(pid, how, code) end   --> 1234 exited 0
  * @see waitid(2)
  */
 static int l_reap(lua_State *L)
@@ -306,6 +314,9 @@ static void append_reaped(lua_State *L, int out, const siginfo_t *info)
  * `"exited"` or `"killed"`, `code` the exit code or signal number), empty
  * when nothing was reaped
  * @return[2] nil, message, errno
+ * @usage
+ * -- from a timer, where nothing else reaps the children:
+ * for _, z in ipairs(clua.sweep(5)) do print(z.pid, z.how, z.code) end
  * @see waitid(2)
  */
 static int l_sweep(lua_State *L)
@@ -377,6 +388,8 @@ static int l_sweep(lua_State *L)
  * @function children
  * @treturn[1] table an array of pids, ascending
  * @return[2] nil, message, errno
+ * @usage
+ * print(#clua.children() .. ' children')
  * @see proc(5)
  */
 static int l_children(lua_State *L)
@@ -409,6 +422,10 @@ static int has_handler(const struct sigaction *sa)
  * @function sigchld
  * @treturn[1] string `"default"`, `"ignore"` or `"handler"`
  * @return[2] nil, message, errno
+ * @usage
+ * if clua.sigchld() ~= "handler" then
+ *     -- nobody reaps: sweep from a timer
+ * end
  * @see sigaction(2)
  */
 static int l_sigchld(lua_State *L)
@@ -438,6 +455,9 @@ static int l_sigchld(lua_State *L)
  * @treturn[1] true
  * @return[2] nil, message, `EBUSY` when SIGCHLD has a handler
  * @return[3] nil, message, errno
+ * @usage
+ * -- a daemon that never waits for its children:
+ * assert(clua.ignore_SIGCHLD())
  * @see sigaction(2)
  */
 static int l_ignore_SIGCHLD(lua_State *L)

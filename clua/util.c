@@ -3,8 +3,11 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -137,4 +140,52 @@ void clua_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
 	lua_pushstring(L, tname);
 	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
+}
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int clua_wait_event(lua_State *L, int fd, double timeout,
+		    int (*read_event)(lua_State *L, void *ud), void *ud)
+{
+	int forever = isinf(timeout);
+	int64_t deadline = 0;
+
+	if (!forever) {
+		/* Beyond a century is for ever in practice; capping keeps the
+		 * nanosecond arithmetic far from overflow. */
+		if (timeout > 3.2e9)
+			timeout = 3.2e9;
+		deadline = monotonic_ns() + (int64_t)(timeout * 1e9);
+	}
+	for (;;) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		struct timespec ts, *tsp = NULL;
+		int n;
+
+		if (!forever) {
+			int64_t left = deadline - monotonic_ns();
+			if (left < 0)
+				left = 0;
+			ts.tv_sec = (time_t)(left / 1000000000);
+			ts.tv_nsec = (long)(left % 1000000000);
+			tsp = &ts;
+		}
+		n = ppoll(&pfd, 1, tsp, NULL);
+		if (n < 0)
+			return clua_pusherror(L, "poll", errno);
+		if (n == 0) {
+			lua_pushnil(L);
+			return 1;
+		}
+		n = read_event(L, ud);
+		if (n != 1 || !lua_isnil(L, -1))
+			return n;
+		lua_pop(L, 1);
+	}
 }

@@ -45,6 +45,16 @@ int clua_pusherror(lua_State *L, const char *what, int err);
 void clua_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
 		   const luaL_Reg *meta);
 
+/* The body of a watch's wait() method (clockwatch, timezonewatch): blocks
+ * in ppoll(2) until fd turns readable or timeout seconds (HUGE_VAL: for
+ * ever) have passed, then calls read_event(L, ud), which pushes its results
+ * and returns their count, or pushes a single nil for "woken, but nothing
+ * to report", in which case the wait goes on. Pushes nil on timeout and
+ * nil, message, errno when poll fails (EINTR included, so that Lua's own
+ * Ctrl-C handler gets its turn). */
+int clua_wait_event(lua_State *L, int fd, double timeout,
+		    int (*read_event)(lua_State *L, void *ud), void *ud);
+
 /* Sets t[name] = f for each entry of funcs, t being the table at the top. */
 #define clua_register(L, funcs) luaL_setfuncs(L, funcs, 0)
 

@@ -174,7 +174,7 @@ local function screenshot(wm)
   heading("Screenshot")
   os.execute("mkdir -p " .. harness.shq(out_dir))
   local file = out_dir .. "/screenshot.png"
-  local _, ok = harness.sh("DISPLAY=" .. harness.shq(wm.display) ..
+  local ok = harness.run("DISPLAY=" .. harness.shq(wm.display) ..
     " import -window root " .. harness.shq(file))
   if ok then say("saved %s", file) else skip("screenshot", "ImageMagick's import failed") end
 end

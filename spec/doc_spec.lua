@@ -9,7 +9,7 @@ local contract = {
     "setsubreap", "getsubreap", "reap", "sweep", "children", "sigchld",
     "ignore_SIGCHLD", "clockwatch", "notify", "notify_ready",
     "notify_reloading", "notify_stopping", "notify_status",
-    "notify_watchdog", "watchdog_usec", "stallguard",
+    "notify_watchdog", "watchdog_usec", "stallguard", "timezonewatch", "tzset",
   },
   ["clua.awesome"] = { "setup", "status" },
 }

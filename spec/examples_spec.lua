@@ -1,7 +1,8 @@
 -- The unit files in examples/ are what users copy: each must pass
 -- `systemd-analyze verify` (system units) or `systemd-analyze --user verify`
 -- (user units) with no warning at all.
-local run = require("support.shell").run
+local shell = require("support.shell")
+local run = shell.run
 
 local root = os.getenv("CLUA_ROOT") or "."
 local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")
@@ -28,14 +29,10 @@ end
 describe("examples/ unit files #integration", function()
   for _, name in ipairs(units()) do
     it(name .. " passes systemd-analyze verify without a warning", function()
-      local _, dir = run("mktemp -d")
-      local f = assert(io.open(root .. "/examples/" .. name))
-      local text = localise(f:read("*a"))
-      f:close()
+      local dir = shell.mktemp_dir("clua-verify")
+      local text = localise(assert(shell.read_file(root .. "/examples/" .. name)))
       local target = system_units[name] or name
-      local out = assert(io.open(dir .. "/" .. target, "w"))
-      out:write(text)
-      out:close()
+      shell.write_file(dir .. "/" .. target, text)
       local cmd
       if system_units[name] then
         cmd = ("cd %s && systemd-analyze verify ./%s"):format(dir, target)
@@ -44,7 +41,7 @@ describe("examples/ unit files #integration", function()
           :format(dir, dir, target)
       end
       local ok, output = run(cmd)
-      run("rm -rf " .. dir)
+      run("rm -rf " .. shell.quote(dir))
       assert.is_true(ok, output)
       assert.are.equal("", output)
     end)

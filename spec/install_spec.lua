@@ -1,16 +1,14 @@
 -- `make install PREFIX=... DESTDIR=...` puts clua where require finds it.
-local run = require("support.shell").run
+local shell = require("support.shell")
+local quote, run = shell.quote, shell.run
 
 local root = os.getenv("CLUA_ROOT") or "."
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 describe("make install #integration", function()
   local tmp
 
-  before_each(function() tmp = select(2, run("mktemp -d")) end)
+  before_each(function() tmp = shell.mktemp_dir("clua-install") end)
   after_each(function() run("rm -rf " .. quote(tmp)) end)
 
   for _, v in ipairs({ "5.3", "5.4" }) do

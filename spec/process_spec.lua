@@ -9,18 +9,8 @@ local SIGQUIT, SIGKILL, SIGTERM = 3, 9, 15
 -- Timing is relaxed (never skipped) under valgrind, which runs slower.
 local slow = os.getenv("CLUA_UNDER_VALGRIND") and 10 or 1
 
--- The state letter of a process in /proc/<pid>/stat ("Z" for a zombie),
--- and its parent's pid; nil when it does not exist.
-local function stat(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return nil end
-  local line = f:read("*a")
-  f:close()
-  -- The process can vanish between open and read (the read then fails).
-  if not line then return nil end
-  local state, ppid = line:match("%) (%a) (%d+)")
-  return state, tonumber(ppid)
-end
+local shell = require("support.shell")
+local stat = shell.proc_stat
 
 local function until_true(what, fn, timeout)
   local deadline = testkit.now() + (timeout or 5) * slow
@@ -72,13 +62,6 @@ local function find_pid(list, pid)
   end
 end
 
-local function shell(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
 describe("clua.setsubreap", function()
   after_each(function() clua.setsubreap(false) end)
 
@@ -126,21 +109,21 @@ describe("clua.reap", function()
   end)
 
   it("reports the core dump flag exactly when the kernel wrote a core", function()
-    local pattern = shell("cat /proc/sys/kernel/core_pattern"):gsub("%s+$", "")
+    local pattern = (shell.read_file("/proc/sys/kernel/core_pattern") or ""):gsub("%s+$", "")
     if pattern:match("^|") or pattern:match("/") then
       pending("needs a core_pattern that writes into the cwd, not " .. pattern)
       return
     end
-    local dir = shell("mktemp -d"):gsub("%s+$", "")
+    local dir = shell.mktemp_dir("clua-core")
     local pid = testkit.spawn_core(dir)
     local r = reap_when_done(pid)
-    local files = shell("ls -A " .. dir)
-    shell("rm -rf " .. dir)
+    local _, files = shell.run("ls -A " .. shell.quote(dir))
+    shell.run("rm -rf " .. shell.quote(dir))
     assert.same({ n = 4, pid, "killed", SIGQUIT }, { n = r.n, r[1], r[2], r[3] })
     assert.equal(files:match("core") ~= nil, r[4])
     -- The hard limit allows a core and the pattern writes one into the
     -- cwd: the kernel must have dumped one.
-    if shell("sh -c 'ulimit -H -c'"):match("^0") == nil then
+    if select(2, shell.run("ulimit -H -c")):match("^0") == nil then
       assert.is_true(r[4])
     end
   end)
@@ -343,7 +326,7 @@ describe("clua process functions", function()
     sigchld = {},
     ignore_SIGCHLD = { ["nil"] = true, ["true"] = true, ["false"] = true },
   }
-  local compile = loadstring or load -- luacheck: ignore 143
+  local compile = loadstring or load
 
   -- Calls clua.<name>(...) the way a user writes it, so Lua names it.
   local function call(name, ...)

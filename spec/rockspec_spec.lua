@@ -1,18 +1,16 @@
 -- rockspec/clua-scm-1.rockspec: `luarocks make`, offline, into a scratch
 -- tree, builds a clua that each Lua then loads from that tree alone.
-local run = require("support.shell").run
+local shell = require("support.shell")
+local quote, run = shell.quote, shell.run
 
 local root = os.getenv("CLUA_ROOT") or "."
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
   local tmp, offline
 
   setup(function()
-    tmp = select(2, run("mktemp -d"))
+    tmp = shell.mktemp_dir("clua-rock")
     -- A private network namespace has no network at all: proof that the
     -- build needs none.
     offline = run("unshare -n true") and "unshare -n " or ""

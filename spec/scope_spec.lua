@@ -134,7 +134,7 @@ describe("clua-scope #integration", function()
   it("runs the command without a scope after 3 s when the manager does not answer", function()
     if not skip_unless_ready() then return end
     -- A socket that accepts connections and never says a word.
-    local _, dir = run("mktemp -d")
+    local dir = shell.mktemp_dir("clua-scope")
     run("mkdir -p " .. quote(dir .. "/systemd"))
     local listener = assert(io.popen(("exec python3 -c %s %s"):format(quote(
       "import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"

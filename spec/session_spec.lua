@@ -13,7 +13,7 @@ local root = harness.root
 
 describe("session/ unit files #integration", function()
   it("pass systemd-analyze --user verify without a warning", function()
-    local _, dir = run("mktemp -d")
+    local dir = shell.mktemp_dir("clua-verify")
     -- verify looks up the man pages that Documentation= names.
     assert(run(("mkdir -p %s/man/man1 && cp %s/session/*.service %s/session/*.target %s/ "
       .. "&& cp %s/session/awesome-session.1 %s/tools/clua-scope.1 %s/man/man1/"):format(
@@ -353,8 +353,8 @@ describe("awesome-session without systemd #integration", function()
     if not ok then pending("needs Awesome under Xvfb: " .. msg) return end
     -- An X session but no user manager: an empty runtime folder, no bus.
     local x = assert(harness.start { rc = harness.rc(""), display_only = true })
-    local _, runtime = run("mktemp -d")
-    local _, bin = run("mktemp -d")
+    local runtime = shell.mktemp_dir("clua-runtime")
+    local bin = shell.mktemp_dir("clua-bin")
     -- `awesome` on PATH runs the spec's rc.lua (the command takes no
     -- arguments), and reports the pid it runs as.
     shell.write_file(bin .. "/awesome", "#!/bin/sh\necho $$ >" .. quote(bin .. "/pid")

@@ -9,6 +9,10 @@
 -- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
 --   seen the moment it happens: the `clua::clock_changed` signal is emitted
 --   and every `wibox.widget.textclock` shows the right time at once.
+-- * **timezone**: a change of `/etc/localtime` (`timedatectl set-timezone`,
+--   travel) is seen the moment it happens: the C library reloads the zone
+--   (so `os.date` follows), every textclock shows the new zone and the
+--   `clua::timezone_changed` signal is emitted.
 -- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
 --   feeds the watchdog, so a hung Awesome is killed and restarted.
 -- * **stall**: a runaway Lua loop is interrupted with a traceback after
@@ -64,6 +68,11 @@ local state = {
     last_jump = nil,
     last_suspended = nil,
     textclocks = setmetatable({}, { __mode = "k" }),
+    tz = nil,              -- the timezonewatch
+    tz_how = nil,          -- which GLib call watches its fd
+    tz_source = nil,       -- the GLib source id
+    tz_changes = 0,
+    tz_wakeups = 0,        -- times its fd woke the main loop
     watchdog_usec = nil,
     heartbeat = nil,       -- the gears.timer feeding the watchdog
     heartbeats = 0,
@@ -227,23 +236,82 @@ local function on_clock_readable()
     update_status()
 end
 
-local function start_clock()
-    if not clua.clockwatch then
-        state.errors.clock = "this clua has no clockwatch"
-        report("clock: " .. state.errors.clock)
+-- Starts a feature built on a clua watch (`clua[ctor]()`) whose fd wakes
+-- the main loop: tracks the textclocks and calls on_readable at each
+-- wake-up; when it cannot, records and reports why.  Returns the watch, the
+-- GLib call watching its fd and the source id, or nothing.
+local function start_watch(feature, ctor, on_readable)
+    if not clua[ctor] then
+        state.errors[feature] = "this clua has no " .. ctor
+        report(feature .. ": " .. state.errors[feature])
         return
     end
-    local watch, msg = clua.clockwatch()
+    local watch, msg = clua[ctor]()
     if not watch then
-        state.errors.clock = msg
-        report("clockwatch: " .. tostring(msg))
+        state.errors[feature] = msg
+        report(ctor .. ": " .. tostring(msg))
         return
     end
-    state.clock = watch
     track_textclocks()
     local how, add = find_fd_watch()
-    state.clock_how = how
-    state.clock_source = add(watch:fd(), keep_source(on_clock_readable))
+    return watch, how, add(watch:fd(), keep_source(on_readable))
+end
+
+local function start_clock()
+    state.clock, state.clock_how, state.clock_source =
+        start_watch("clock", "clockwatch", on_clock_readable)
+end
+
+-- Timezone --------------------------------------------------------------
+
+-- Whether TZ in Awesome's environment names a zone of its own: the C
+-- library and GLib then follow TZ, not /etc/localtime.
+local function tz_overridden()
+    local tz = os.getenv("TZ")
+    return tz ~= nil and tz ~= "/etc/localtime" and tz ~= ":/etc/localtime"
+end
+
+-- Gives every tracked textclock that shows the local zone (no timezone of
+-- its own) the zone the watch reported, as a GLib zone.  Why not leave them
+-- on GLib.TimeZone.new_local(): GLib (2.74 at least) caches the local zone
+-- under the name it reads from the /etc/localtime symlink, or from
+-- /etc/timezone when /etc/localtime is a plain file; a file rewritten in
+-- place keeps that name, and new_local() the old zone, for the rest of the
+-- session.  The watch's names are valid GLib identifiers.
+local function rezone_textclocks(name)
+    if tz_overridden() then return end
+    local TimeZone = lgi.GLib.TimeZone
+    -- new_identifier (GLib >= 2.68) returns nil for a name it cannot load
+    -- (TimeZone.new would silently give UTC): the clocks then stay on
+    -- new_local().
+    local zone = TimeZone.new_identifier and TimeZone.new_identifier(name)
+    for clock in pairs(state.textclocks) do
+        local private = clock._private
+        if type(private) == "table" and private.tzid == nil then
+            private.timezone = zone or nil
+        end
+    end
+end
+
+local function on_timezone_readable()
+    state.tz_wakeups = state.tz_wakeups + 1
+    local change, msg = state.tz:read()
+    if not change then
+        if msg then report("timezonewatch read: " .. tostring(msg)) end
+        return
+    end
+    local ok, err = clua.tzset()
+    if not ok then report("tzset: " .. tostring(err)) end
+    state.tz_changes = state.tz_changes + 1
+    rezone_textclocks(change.new)
+    refresh_textclocks()
+    capi.awesome.emit_signal("clua::timezone_changed",
+        { old = change.old, new = change.new })
+end
+
+local function start_timezone()
+    state.tz, state.tz_how, state.tz_source =
+        start_watch("timezone", "timezonewatch", on_timezone_readable)
 end
 
 -- systemd notification and watchdog -------------------------------------
@@ -565,6 +633,8 @@ end
 -- @tparam[opt] table args
 -- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
 -- @tparam[opt=true] boolean args.clock watch wall-clock changes
+-- @tparam[opt=true] boolean args.timezone follow timezone changes
+--   (`/etc/localtime`)
 -- @tparam[opt=true] boolean args.watchdog talk to systemd (READY, STOPPING,
 --   RELOADING, STATUS) and feed `WatchdogSec=` when set
 -- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
@@ -581,13 +651,14 @@ function cluawm.setup(args)
     args = args or {}
     for k in pairs(args) do
         if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall"
-            and k ~= "scopes" and k ~= "restore" then
+            and k ~= "scopes" and k ~= "restore" and k ~= "timezone" then
             error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
     local options = {
         subreaper = check_option(args, "subreaper"),
         clock = check_option(args, "clock"),
+        timezone = check_option(args, "timezone"),
         watchdog = check_option(args, "watchdog"),
         stall = check_option(args, "stall", true),
         scopes = check_option(args, "scopes"),
@@ -600,6 +671,7 @@ function cluawm.setup(args)
 
     if options.subreaper then start_subreaper() end
     if options.clock then start_clock() end
+    if options.timezone then start_timezone() end
     if options.stall then start_stall(options.stall) end
     if options.scopes then scopes.start() end
     if options.restore then restore.start() end
@@ -657,6 +729,14 @@ function cluawm.status()
             ", last suspend ", seconds(state.last_suspended))
     else
         add("clock: ", o.clock and ("failed: " .. tostring(state.errors.clock)) or "off")
+    end
+    if state.tz then
+        add("timezone: ", tostring(state.tz:zone() or "none"), " (/etc/localtime, fd ",
+            tostring(state.tz:fd()), " via ", state.tz_how, ")",
+            tz_overridden() and (", overridden by TZ=" .. os.getenv("TZ")) or "")
+        add("timezone changes: ", tostring(state.tz_changes))
+    else
+        add("timezone: ", o.timezone and ("failed: " .. tostring(state.errors.timezone)) or "off")
     end
     if state.watchdog_usec then
         add("watchdog: every ", string.format("%g", state.watchdog_usec / 1e6),

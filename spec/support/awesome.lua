@@ -31,6 +31,10 @@
 -- status); otherwise the unit is started alone.  `start` waits until the
 -- unit is active (Type=notify: clua.awesome sent READY=1), and `wm:pid()`
 -- follows its MainPID across watchdog restarts.
+--
+-- With `start { rc = ..., etc = copy }` (a copy from support.private_etc)
+-- the session (Xvfb, the bus, Awesome; not with `manager`) runs in a mount
+-- namespace of its own that sees the copy at /etc.
 
 local testkit = require("testkit")
 
@@ -46,15 +50,8 @@ local shq, readfile, writefile = shell.quote, shell.read_file, shell.write_file
 harness.shq = shq
 harness.readfile = readfile
 
---- Runs a shell command; returns its output (stdout and stderr) and
--- whether it succeeded.
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok == true
-end
-harness.sh = sh
+local run = shell.run
+harness.run = run
 
 local function mktemp_dir()
   return shell.mktemp_dir("clua-awesome")
@@ -65,7 +62,7 @@ end
 -- @treturn string why not
 function harness.available()
   for _, prog in ipairs { "awesome", "awesome-client", "Xvfb", "dbus-run-session", "dbus-send" } do
-    local _, ok = sh("command -v " .. prog)
+    local ok = run("command -v " .. prog)
     if not ok then return false, prog .. " is not installed" end
   end
   return true
@@ -85,22 +82,12 @@ end
 -- /proc helpers (the spec process is root on the build machines, so it can
 -- read every process's fd table).
 
---- The fields of /proc/PID/stat: state, ppid; nil when the process is gone.
-function harness.stat(pid)
-  local s = readfile("/proc/" .. pid .. "/stat")
-  if not s then return nil end
-  local state, ppid = s:match("%) (%S) (%d+)")
-  return state, tonumber(ppid)
-end
-
-function harness.alive(pid)
-  local state = harness.stat(pid)
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+harness.stat = shell.proc_stat
+harness.alive = shell.alive
 
 --- The number of open fds of process PID.
 function harness.fd_count(pid)
-  local out, ok = sh("ls /proc/" .. pid .. "/fd")
+  local ok, out = run("ls /proc/" .. pid .. "/fd")
   assert(ok, out)
   local n = 0
   for _ in out:gmatch("%d+") do n = n + 1 end
@@ -110,12 +97,14 @@ end
 --- What the fds of process PID point to, one "fd -> target" a line (for
 -- failure messages).
 function harness.fd_list(pid)
-  return (sh("cd /proc/" .. pid .. "/fd && for f in *; do echo \"$f -> $(readlink $f)\"; done"))
+  local _, list = run("cd /proc/" .. pid .. "/fd && "
+    .. "for f in *; do echo \"$f -> $(readlink $f)\"; done")
+  return list
 end
 
 --- The pids of the processes whose parent is PID (live and zombie).
 function harness.children(pid)
-  local out = sh("ps -o pid= --ppid " .. pid)
+  local _, out = run("ps -o pid= --ppid " .. pid)
   local pids = {}
   for p in out:gmatch("%d+") do pids[#pids + 1] = tonumber(p) end
   return pids
@@ -330,8 +319,8 @@ function Awesome:stop()
     self.session:close()
     self.session = nil
   end
-  sh("rm -rf " .. shq(self.dir))
-  if self.rcdir then sh("rm -rf " .. shq(self.rcdir)) end
+  run("rm -rf " .. shq(self.dir))
+  if self.rcdir then run("rm -rf " .. shq(self.rcdir)) end
 end
 
 --- The environment Awesome runs with, as NAME=value strings.
@@ -366,7 +355,7 @@ end
 
 --- The session's units, each as it is shipped, into the manager.
 function harness.install_session_units(mgr)
-  local out = sh("ls " .. shq(root .. "/session"))
+  local _, out = run("ls " .. shq(root .. "/session"))
   for name in out:gmatch("[^\n]+") do
     if name:match("%.service$") or name:match("%.target$") then
       writefile(mgr.unitdir .. "/" .. name, assert(readfile(root .. "/session/" .. name)))
@@ -390,7 +379,7 @@ function Awesome:run_session_command()
   local cmd = ("%s sh %s >%s 2>&1 </dev/null; echo $? >%s"):format(
     self:session_env(), shq(root .. "/session/awesome-session"),
     shq(self.dir .. "/session-command.log"), shq(self.dir .. "/session-command.rc"))
-  local _, pid = sh("(" .. cmd .. ") >/dev/null 2>&1 & echo $!")
+  local _, pid = run("(" .. cmd .. ") >/dev/null 2>&1 & echo $!")
   self.session_pid = tonumber(pid)
 end
 
@@ -410,7 +399,7 @@ end
 function Awesome:start_unit(args)
   local mgr = self.manager
   local dropin = mgr.env.HOME .. "/.config/systemd/user/" .. self.unit .. ".d"
-  sh("mkdir -p " .. shq(dropin))
+  run("mkdir -p " .. shq(dropin))
   writefile(dropin .. "/clua-spec.conf",
     harness.dropin_text(self.rc, self, args.unit_extra, args.session))
   harness.install_session_units(mgr)
@@ -442,6 +431,7 @@ end
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
 -- @tparam[opt] boolean args.session start it through the session command
 -- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
+-- @param[opt] args.etc a support.private_etc copy to run the session on
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -463,8 +453,9 @@ function harness.start(args)
   end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
-    table.concat(assigns, " ") ..
-    " dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
+    table.concat(assigns, " ") .. " " ..
+    (args.etc and (args.etc:prefix() .. " ") or "") ..
+    "dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
     shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))

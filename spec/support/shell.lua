@@ -37,6 +37,24 @@ function shell.write_file(path, text)
   assert(f:close())
 end
 
+--- The state letter of process `pid` in /proc/PID/stat ("Z" for a
+-- zombie) and its parent's pid; nil when it does not exist (also when it
+-- vanishes between open and read).  The command name may hold ") ": the
+-- fields are read after the last one.
+function shell.proc_stat(pid)
+  local line = shell.read_file("/proc/" .. pid .. "/stat")
+  if not line then return nil end
+  local state, ppid = line:match(".*%) (%S) (%d+)")
+  return state, tonumber(ppid)
+end
+
+--- Whether process `pid` runs (a zombie counts as gone: its parent may be
+-- a subreaper that has not reaped it yet).
+function shell.alive(pid)
+  local state = shell.proc_stat(pid)
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
 --- A fresh temporary folder (mktemp -d), named after `prefix`.
 function shell.mktemp_dir(prefix)
   local ok, dir = shell.run("mktemp -d -t " .. shell.quote((prefix or "clua") .. ".XXXXXX"))

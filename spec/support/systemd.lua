@@ -46,13 +46,7 @@ local function sleep(s)
   os.execute("sleep " .. s)
 end
 
---- Whether pid is a live process (a zombie counts as gone: the caller may
--- be a subreaper that has not reaped it yet).
-local function alive(pid)
-  -- nil when the process is gone, even between open and read.
-  local stat = shell.read_file("/proc/" .. pid .. "/stat")
-  return stat ~= nil and stat:match("^%d+ %(.*%) (%a)") ~= "Z"
-end
+local alive = shell.alive
 
 --- Whether a manager can be started here.
 -- @treturn boolean
@@ -78,7 +72,7 @@ function M.start()
   local ok, why = M.available()
   if not ok then return nil, why end
 
-  local _, dir = run("mktemp -d /tmp/clua-systemd.XXXXXX")
+  local dir = shell.mktemp_dir("clua-systemd")
   local self = setmetatable({
     dir = dir,
     env = { XDG_RUNTIME_DIR = dir .. "/run", HOME = dir .. "/home" },
