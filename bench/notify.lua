@@ -1,9 +1,12 @@
 --- Row 5: time per WATCHDOG=1 sent to a local datagram receiver
 -- (build/bench/notify_sink), clua.notify_watchdog() against lua-systemd's
--- kick_dog() (both end in libsystemd's sd_notify) and against running
--- `systemd-notify WATCHDOG=1`.  Each paired run is one fresh worker process
--- (bench/notify_worker.lua) alternating the arms in chunks of 1,000 calls
--- (5 per chunk for systemd-notify), 10 rounds.
+-- kick_dog() (libsystemd's sd_notify: a socket opened, tuned, used and
+-- closed per call, where clua keeps one socket and sends with one sendto)
+-- and against running `systemd-notify WATCHDOG=1`.  Each paired run is one
+-- fresh worker process (bench/notify_worker.lua) alternating the arms in
+-- chunks of 1,000 calls (5 per chunk for systemd-notify), 10 rounds.
+-- Targets: 5a at most 0.5 of lua-systemd's time per call; 5b no slower
+-- than systemd-notify.
 --
 --    lua5.3 bench/notify.lua [RUNS]
 
@@ -15,15 +18,15 @@ local ROUNDS, CHUNK = 10, 1000
 local how = "NOTIFY_SOCKET=S " .. lua .. " bench/notify_worker.lua " .. ROUNDS .. " " .. CHUNK ..
   " clua lua-systemd systemd-notify, receiver build/bench/notify_sink S (bench/run 5)"
 
-local function report(id, what, values, status, note)
+local function report(id, what, values, target, status, note)
   lib.result { id = id, what = what, unit = "ratio", values = values, stat = "median",
-    op = "<=", target = 1.0, status = status, how = how, note = note }
+    op = "<=", target = target, status = status, how = how, note = note }
 end
 local A = "clua.notify_watchdog / lua-systemd kick_dog"
 local B = "clua.notify_watchdog / systemd-notify WATCHDOG=1"
 if not lib.has(lib.clua(), "notify_watchdog") then
-  report("5a", A, nil, "not built yet")
-  report("5b", B, nil, "not built yet")
+  report("5a", A, nil, 0.5, "not built yet")
+  report("5b", B, nil, 1.0, "not built yet")
   return
 end
 local have_lsd = pcall(require, "systemd.daemon")
@@ -72,5 +75,6 @@ local function us(a)
 end
 local note = "median per call: clua " .. us("clua") .. ", lua-systemd " .. us("lua-systemd") ..
   ", systemd-notify " .. us("systemd-notify")
-report("5a", A, ra, not have_lsd and "skipped: lua-systemd missing (make bench-deps)" or nil, note)
-report("5b", B, rb, not have_sdn and "skipped: systemd-notify missing" or nil, note)
+report("5a", A, ra, 0.5, not have_lsd and "skipped: lua-systemd missing (make bench-deps)" or nil,
+  note)
+report("5b", B, rb, 1.0, not have_sdn and "skipped: systemd-notify missing" or nil, note)

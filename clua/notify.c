@@ -2,10 +2,12 @@
  * notify.c - telling a service manager (systemd) about this process:
  * readiness, reloads, shutdown, status text and watchdog heartbeats.
  *
- * libsystemd speaks the protocol (sdnotify.c); this file only builds the
- * state text and turns sd-daemon's 1 / 0 / -errno into Lua's
- * true / false / nil, msg, errno.  Nothing here unsets the environment:
- * Awesome re-execs itself in place and needs NOTIFY_SOCKET again.
+ * sdnotify.c sends the datagram, never waiting (a manager that stopped
+ * reading gives EAGAIN at once: Awesome's main loop must not freeze on
+ * it); this file only builds the state text and turns 1 / 0 / -errno into
+ * Lua's true / false / nil, msg, errno.  Nothing here unsets the
+ * environment: Awesome re-execs itself in place and needs NOTIFY_SOCKET
+ * again.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -21,15 +23,21 @@
  * systemd notification: readiness, reloads, shutdown, status text and
  * watchdog heartbeats for a `Type=notify` service.  Each call returns
  * `true` when sent, `false` when `NOTIFY_SOCKET` is unset, or nil,
- * message, errno.
+ * message, errno, and never waits: when the service manager does not read
+ * its socket and the socket's queue is full, the call returns nil,
+ * message, `EAGAIN` (11) at once and the message is lost; send it again
+ * later if it matters (a heartbeat need not be: the next one will do).
+ * `NOTIFY_SOCKET` may be a path (`/run/...`) or an abstract name
+ * (`@name`); another scheme (`vsock:`) gives `EAFNOSUPPORT`.
  * @submodule clua
  */
 
-/* Pushes the Lua result of a send. */
+/* Pushes the Lua result of a send: "NOTIFY_SOCKET: <strerror>" names
+ * what failed (the message is sent by clua itself, not by sd_notify). */
 static int push_sent(lua_State *L, int r)
 {
 	if (r < 0)
-		return clua_pusherror(L, "sd_notify", -r);
+		return clua_pusherror(L, "NOTIFY_SOCKET", -r);
 	lua_pushboolean(L, r > 0);
 	return 1;
 }
@@ -63,7 +71,7 @@ static int send_with_status(lua_State *L, const char *prefix,
  *   break); anything else is an argument error
  * @treturn[1] boolean `true` sent, `false` no service manager
  *   (`NOTIFY_SOCKET` unset)
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  */
 static int l_notify(lua_State *L)
@@ -85,7 +93,7 @@ static int l_notify(lua_State *L)
  * @function notify_ready
  * @tparam[opt] string status
  * @treturn[1] boolean `true` sent, `false` no service manager
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  */
 static int l_notify_ready(lua_State *L)
@@ -107,7 +115,7 @@ static int l_notify_ready(lua_State *L)
  * send `notify_ready` when done.
  * @function notify_reloading
  * @treturn[1] boolean `true` sent, `false` no service manager
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  */
 static int l_notify_reloading(lua_State *L)
@@ -129,7 +137,7 @@ static int l_notify_reloading(lua_State *L)
  * (`STOPPING=1`).
  * @function notify_stopping
  * @treturn[1] boolean `true` sent, `false` no service manager
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  */
 static int l_notify_stopping(lua_State *L)
@@ -143,10 +151,12 @@ static int l_notify_stopping(lua_State *L)
  * control character (CR and LF included) becomes a space and invalid
  * UTF-8 becomes U+FFFD, and the text is cut at a character boundary to
  * fit one datagram, so untrusted text can never add another assignment.
+ * Unicode's noncharacters (U+FDD0 to U+FDEF, and U+FFFE and U+FFFF of
+ * every plane) become U+FFFD too: systemd refuses a `STATUS=` holding one.
  * @function notify_status
  * @tparam string text
  * @treturn[1] boolean `true` sent, `false` no service manager
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  */
 static int l_notify_status(lua_State *L)
@@ -159,10 +169,11 @@ static int l_notify_status(lua_State *L)
 }
 
 /***
- * Send a watchdog heartbeat (`WATCHDOG=1`).
+ * Send a watchdog heartbeat (`WATCHDOG=1`).  One `sendto(2)` on a socket
+ * kept open (close-on-exec) between calls; never waits.
  * @function notify_watchdog
  * @treturn[1] boolean `true` sent, `false` no service manager
- * @return[2] nil, message, errno
+ * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
  * @see sd_notify(3)
  * @see sd_watchdog_enabled(3)
  */

@@ -308,6 +308,14 @@ static void append_reaped(lua_State *L, int out, const siginfo_t *info)
  * (Awesome's SIGCHLD handler, a GLib child watch) always gets its own
  * children first; sweep() only remembers when it first saw each zombie, so
  * call it from a timer at least every `grace` seconds.
+ *
+ * A co-waiter that comes later than `grace` loses the status to sweep():
+ * `io.popen(cmd):close()` called more than `grace` seconds after the
+ * command exited then returns nil, message, `ECHILD`.  Choose `grace`
+ * longer than the longest delay between a child's exit and its own
+ * waiter in the program (the default 2 s suits waiters that run at once,
+ * like a SIGCHLD handler or a GLib child watch), or do not sweep where
+ * another waiter reaps every child.
  * @function sweep
  * @tparam[opt=2] number grace seconds, finite, >= 0
  * @treturn[1] table an array of `{pid=, how=, code=, core=}` (`how` is

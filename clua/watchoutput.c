@@ -11,9 +11,13 @@
  * and systemd kills and restarts the unit.
  *
  * Shape (after tini): signals are blocked at start and read from a
- * signalfd in the same poll() set as the child's pipes, so the whole
- * program is one synchronous loop.  While the child is silent the loop
- * sleeps in poll() with no timeout: zero wakeups.
+ * signalfd in the same poll() set as the child's pipes and, while they
+ * are full, our own stdout and stderr, so the whole program is one
+ * synchronous loop that never blocks anywhere else: a reader of our
+ * output that stops reading, or a service manager that stops reading its
+ * notify socket, never makes it deaf to signals or to the child's exit.
+ * While the child is silent the loop sleeps in poll() with no timeout:
+ * zero wakeups.
  *
  * Exit status: the child's code; 128+N when it was killed by signal N;
  * 127 command not found; 126 not executable; 2 usage error; 1 for a
@@ -34,8 +38,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -48,7 +54,9 @@
 /* ---- logging ------------------------------------------------------- */
 
 /* One line on stderr, "watchoutput: ...", written with a single write()
- * so it never interleaves with the child's relayed stderr. */
+ * so it never interleaves with the child's relayed stderr.  Only when
+ * stderr has room (poll() says so, and a line is shorter than PIPE_BUF):
+ * a stderr nobody reads must not block us; the line is then lost. */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
@@ -62,7 +70,8 @@ static void say(const char *fmt, ...)
 	if (n > (int)sizeof line - 2)
 		n = sizeof line - 2;
 	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0) {
+	if (poll(&(struct pollfd){ .fd = STDERR_FILENO, .events = POLLOUT }, 1, 0) == 1 &&
+	    write(STDERR_FILENO, line, n) < 0) {
 		/* nowhere left to report it */
 	}
 }
@@ -82,6 +91,9 @@ enum {
 	SPLICE_BURST = 16,	/* splices per wakeup, so signals still come */
 	PIPE_SIZE = 1 << 20,	/* the child's pipes: fewer wakeups in bulk */
 	STATUS_LINE_MAX = 256,	/* of the child's last line, in STATUS= */
+	STOP_GRACE_USEC = 500000,	/* after a stop signal: how long
+					 * output may wait for a reader
+					 * that does not read */
 };
 
 static const char usage_text[] =
@@ -128,21 +140,46 @@ struct options {
 	char **command;			/* NULL-terminated argv */
 };
 
+/* Where a stream goes decides how bytes get there without waiting. */
+enum dest_kind {
+	DEST_PIPE,	/* splice(2) or tee(2) with SPLICE_F_NONBLOCK */
+	DEST_FILE,	/* a regular file: splice(2), else write(2) */
+	DEST_SOCKET,	/* send(2) with MSG_DONTWAIT (the journal's stream) */
+	DEST_OTHER,	/* a terminal or device: write(2) on wfd */
+};
+
 /* One relayed stream: the child's end of a pipe and where it goes. */
 struct stream {
-	int from;		/* read end of the child's pipe, -1 once at EOF */
+	int from;		/* read end of the child's pipe, -1 once closed */
 	int to;			/* our own stdout or stderr */
+	int wfd;		/* what write() uses: `to`, or for a terminal
+				 * a non-blocking open of it of our own */
+	enum dest_kind kind;
+	bool splice_ok;		/* splice(2) to `to` works */
+	bool full;		/* `to` took nothing more: wait for POLLOUT */
 	ssize_t capacity;	/* of the pipe: the most a drain reads */
+	size_t pend_off, pend_len;	/* read into buf, not yet written */
+	char buf[RELAY_CHUNK];
+};
+
+/* What one move from a child's pipe to its destination did. */
+enum moved {
+	MOVED,		/* some bytes moved */
+	EMPTY,		/* the child's pipe is empty for now */
+	FULL,		/* the destination has no room: s->full is set */
+	ENDED,		/* end of file, or the destination failed: close */
 };
 
 struct run {
 	const struct options *opt;
 	pid_t pid;			/* the running child, 0 between runs */
 	int status;			/* its wait status once reaped */
+	bool reaped;			/* pid has exited and is ours no more */
 	int sigfd;
 	struct stream out, err;
-	bool splice_ok;			/* splice(2) to stdout works */
-	int stop_signal;		/* a terminating signal forwarded, or 0 */
+	int stop_signal;		/* a terminating signal received, or 0 */
+	uint64_t stop_at;		/* when (monotonic usec) */
+	bool discard;			/* stopping, and nobody reads: drop output */
 
 	/* heartbeat and status */
 	bool notify;			/* NOTIFY_SOCKET is set */
@@ -153,7 +190,6 @@ struct run {
 	bool line_fresh;		/* `line` was taken after the last one */
 	char line[STATUS_LINE_MAX];	/* last line of output seen */
 	size_t line_len;
-	char buf[RELAY_CHUNK];
 };
 
 /* ---- option parsing ------------------------------------------------ */
@@ -312,25 +348,52 @@ static int open_std_fds(void)
 	return 0;
 }
 
-/* Blocks the signals we take synchronously and opens their signalfd.
- * A signal ignored when we start (SIGHUP under nohup, SIGINT and SIGQUIT
- * in a shell's background job) stays ignored, for us and the child: the
- * kernel drops it, so it is never forwarded.
- * SIGPIPE is blocked too (not read): a vanished reader of our stdout
- * shows up as EPIPE from write().  *old receives the mask to restore in
- * the child. */
-static int block_signals(sigset_t *old)
+/* Whether sig was ignored when we started. */
+static bool ignored(int sig)
 {
+	struct sigaction sa;
+
+	return sigaction(sig, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+	       sa.sa_handler == SIG_IGN;
+}
+
+/* Puts in order the signal state we inherited, blocks the signals we
+ * take synchronously and opens their signalfd.
+ *  - SIGCHLD goes back to its default.  Ignored (a parent that ignored
+ *    it and then exec'd us: that survives exec), the kernel would reap
+ *    the child itself and never tell us, and we would wait for ever.  The
+ *    child gets the default too.
+ *  - A forwarded signal that was ignored (SIGHUP under nohup, SIGINT and
+ *    SIGQUIT in a shell's background job) stays ignored, for us and the
+ *    child: it is not blocked, so the kernel drops it (a blocked signal
+ *    would be queued even though ignored) and it is never forwarded.
+ *  - SIGPIPE is blocked (not read): a vanished reader of our output shows
+ *    up as EPIPE.  Its disposition is left for the child as it came
+ *    (systemd's IgnoreSIGPIPE= sets it).
+ * The child starts with no signal blocked (see exec_child), whatever
+ * mask we inherited: a blocked SIGTERM would make it deaf to what we pass
+ * on. */
+static int block_signals(void)
+{
+	struct sigaction dfl;
 	sigset_t set;
 	size_t i;
 	int fd;
 
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;	/* and no SA_NOCLDWAIT */
+	sigemptyset(&dfl.sa_mask);
+	if (sigaction(SIGCHLD, &dfl, NULL) < 0) {
+		LOG_ERRNO("sigaction");
+		return -1;
+	}
 	sigemptyset(&set);
 	for (i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
-		sigaddset(&set, forwarded[i]);
+		if (!ignored(forwarded[i]))
+			sigaddset(&set, forwarded[i]);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGPIPE);
-	if (sigprocmask(SIG_BLOCK, &set, old) < 0) {
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0) {
 		LOG_ERRNO("sigprocmask");
 		return -1;
 	}
@@ -345,10 +408,11 @@ static int block_signals(sigset_t *old)
 
 /* Runs in the forked child: never returns.  Reports an exec failure to
  * the parent as an errno on errfd (close-on-exec, so success is EOF). */
-static void exec_child(struct run *r, const sigset_t *mask, pid_t parent,
-		       int outw, int errw, int errfd)
+static void exec_child(struct run *r, pid_t parent, int outw, int errw,
+		       int errfd)
 {
 	const struct options *opt = r->opt;
+	sigset_t none;
 	int e;
 	size_t i;
 
@@ -361,7 +425,8 @@ static void exec_child(struct run *r, const sigset_t *mask, pid_t parent,
 		goto fail;
 	for (i = 0; i < sizeof scrubbed_env / sizeof scrubbed_env[0]; i++)
 		unsetenv(scrubbed_env[i]);
-	if (sigprocmask(SIG_SETMASK, mask, NULL) < 0)
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		goto fail;
 	execvp(opt->command[0], opt->command);
 fail:
@@ -379,11 +444,21 @@ static int set_nonblock(int fd)
 	return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+static void close_pair(int p[2])
+{
+	if (p[0] >= 0)
+		close(p[0]);
+	if (p[1] >= 0)
+		close(p[1]);
+	p[0] = p[1] = -1;
+}
+
 /* Starts the command.  Returns 0 when it runs, else the exit status
  * (127, 126 or 1) after a one-line message. */
-static int spawn(struct run *r, const sigset_t *mask)
+static int spawn(struct run *r)
 {
-	int outp[2], errp[2] = { -1, -1 }, exe[2], e = 0;
+	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, exe[2] = { -1, -1 };
+	int e = 0;
 	pid_t parent = getpid();
 	ssize_t n;
 
@@ -391,6 +466,8 @@ static int spawn(struct run *r, const sigset_t *mask)
 	    (!r->opt->ignore_stderr && pipe2(errp, O_CLOEXEC) < 0) ||
 	    pipe2(exe, O_CLOEXEC) < 0) {
 		LOG_ERRNO("pipe2");
+		close_pair(outp);	/* those made before the failure */
+		close_pair(errp);
 		return EXIT_FAIL;
 	}
 	/* Best effort: a bigger pipe lets a bulk writer run longer between
@@ -404,10 +481,15 @@ static int spawn(struct run *r, const sigset_t *mask)
 	r->pid = fork();
 	if (r->pid < 0) {
 		LOG_ERRNO("fork");
+		r->pid = 0;
+		close_pair(outp);
+		close_pair(errp);
+		close_pair(exe);
 		return EXIT_FAIL;
 	}
 	if (r->pid == 0)
-		exec_child(r, mask, parent, outp[1], errp[1], exe[1]);
+		exec_child(r, parent, outp[1], errp[1], exe[1]);
+	r->reaped = false;
 
 	close(outp[1]);
 	if (errp[1] >= 0)
@@ -423,6 +505,10 @@ static int spawn(struct run *r, const sigset_t *mask)
 	if (n == (ssize_t)sizeof e) {
 		waitpid(r->pid, NULL, 0);
 		r->pid = 0;
+		close(r->out.from);
+		if (r->err.from >= 0)
+			close(r->err.from);
+		r->out.from = r->err.from = -1;
 		say("cannot run %s: %s", r->opt->command[0], strerror(e));
 		return e == ENOENT || e == ENOTDIR ? EXIT_NOTFOUND : EXIT_NOEXEC;
 	}
@@ -457,7 +543,9 @@ static void take_line(struct run *r, const char *data, size_t len)
 
 /* Sends `first` (READY=1, WATCHDOG=1 or nothing) and STATUS= made of a
  * format; the whole status, command name included, is sanitised, so no
- * output of the child can inject an assignment. */
+ * output of the child can inject an assignment.  Never waits: when the
+ * manager does not read its socket (EAGAIN) this message is skipped and
+ * the relay goes on; a failure is said once. */
 static void send_state(const char *first, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void send_state(const char *first, const char *fmt, ...)
@@ -474,7 +562,8 @@ static void send_state(const char *first, const char *fmt, ...)
 	snprintf(msg, sizeof msg, "%sSTATUS=%s", first, safe);
 	rc = clua_sd_send(msg);
 	if (rc < 0 && !reported) {	/* once: the child's output goes on */
-		say("sd_notify: %s", strerror(-rc));
+		say("NOTIFY_SOCKET: %s (said once; the output is still relayed)",
+		    strerror(-rc));
 		reported = true;
 	}
 }
@@ -509,6 +598,16 @@ static void output_seen(struct run *r)
 		r->pending = true;
 }
 
+/* Milliseconds from now until `until` (monotonic usec), rounded up, as
+ * poll() takes them: at most INT_MAX (a WATCHDOG_USEC of months would
+ * wrap an int; poll() then just comes back early). */
+static int ms_until(uint64_t until, uint64_t now)
+{
+	uint64_t ms = until > now ? (until - now + 999) / 1000 : 0;
+
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
 /* poll()'s timeout: none at all unless a rate-limited ping waits. */
 static int poll_timeout(struct run *r)
 {
@@ -521,192 +620,375 @@ static int poll_timeout(struct run *r)
 		heartbeat(r, now);
 		return -1;
 	}
-	return (int)((r->next_send - now + 999) / 1000);
+	return ms_until(r->next_send, now);
 }
 
 /* ---- relaying ------------------------------------------------------ */
+
+/* Decides how to write to s->to without ever waiting for its reader.  A
+ * pipe needs nothing: splice(2) and tee(2) with SPLICE_F_NONBLOCK never
+ * wait on either pipe.  A socket (systemd's journal) takes
+ * MSG_DONTWAIT.  A terminal (stopped by Ctrl-S, or slow) is opened again
+ * through /proc, non-blocking: O_NONBLOCK on the description we share
+ * with the shell would change it for every other user of it.  A regular
+ * file never makes a writer wait for a reader. */
+static void open_destination(struct stream *s)
+{
+	struct stat st;
+	char path[32];
+	int fd, fl;
+
+	s->wfd = s->to;
+	s->kind = DEST_OTHER;
+	if (fstat(s->to, &st) < 0)
+		return;
+	if (S_ISFIFO(st.st_mode))
+		s->kind = DEST_PIPE;
+	else if (S_ISSOCK(st.st_mode))
+		s->kind = DEST_SOCKET;
+	else if (S_ISREG(st.st_mode))
+		s->kind = DEST_FILE;
+	s->splice_ok = s->kind == DEST_PIPE || s->kind == DEST_FILE;
+	fl = fcntl(s->to, F_GETFL);
+	if (s->kind != DEST_OTHER || !isatty(s->to) || fl < 0 || (fl & O_NONBLOCK))
+		return;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", s->to);
+	fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd >= 0)
+		s->wfd = fd;	/* else (no /proc) the terminal may block us */
+}
 
 /* Our stdout or stderr failed (its reader is gone: EPIPE).  The child's
  * pipe is then closed, so the child sees what it would see without us:
  * SIGPIPE or EPIPE at its next write. */
 static void destination_failed(struct stream *s)
 {
-	say("write to %s: %s; closing the command's %s",
-	    s->to == STDOUT_FILENO ? "stdout" : "stderr", strerror(errno),
-	    s->to == STDOUT_FILENO ? "stdout" : "stderr");
+	const char *name = s->to == STDOUT_FILENO ? "stdout" : "stderr";
+
+	say("write to %s: %s; closing the command's %s", name, strerror(errno),
+	    name);
 }
 
-static bool write_all(struct stream *s, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(s->to, data, len);
-
-		if (n > 0) {
-			data += n, len -= n;
-		} else if (n < 0 && errno == EAGAIN) {
-			/* someone made our stdout non-blocking */
-			struct pollfd p = { .fd = s->to, .events = POLLOUT };
-			poll(&p, 1, -1);
-		} else if (n < 0 && errno != EINTR) {
-			destination_failed(s);
-			return false;
-		}
-	}
-	return true;
-}
-
-/* Moves pipe pages from the child's pipe to stdout with splice(2), not
- * copying them through us.  poll() said the pipe is readable, so the
- * first call waits only for the reader of stdout; while data keeps
- * coming, up to SPLICE_BURST more calls follow without a poll() between.
- * All are non-blocking (the kernel makes a pipe-to-pipe splice so anyway
- * when either end is O_NONBLOCK, and ours is).  Returns the bytes moved,
- * 0 at EOF, -1 when nothing moved, -2 when splice does not work here (the
- * caller reads instead). */
-static ssize_t splice_burst(struct run *r, struct stream *s)
-{
-	ssize_t total = 0;
-	bool waited = false;
-	int i = 0;
-
-	while (i < SPLICE_BURST) {
-		ssize_t n = splice(s->from, NULL, s->to, NULL, SPLICE_CHUNK,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-
-		if (n > 0) {
-			total += n, i++;
-		} else if (n == 0) {
-			return total;	/* EOF; poll() shows it again if total > 0 */
-		} else if (errno == EINTR) {
-			continue;
-		} else if (errno == EAGAIN && (i > 0 || waited)) {
-			break;		/* drained for now */
-		} else if (errno == EAGAIN) {
-			/* The pipe is readable, so stdout is full: wait for
-			 * room, once (a second EAGAIN goes back to poll()). */
-			struct pollfd p = { .fd = s->to, .events = POLLOUT };
-			poll(&p, 1, -1);
-			waited = true;
-		} else if (errno == EPIPE) {
-			destination_failed(s);
-			return 0;	/* closes the child's pipe */
-		} else {
-			/* EINVAL: stdout is a file opened O_APPEND, ... */
-			r->splice_ok = false;
-			return total ? total : -2;
-		}
-	}
-	return total ? total : -1;
-}
-
-/* Moves output from the child's pipe to its destination.  Returns the
- * bytes moved, 0 at EOF (or when the destination failed), -1 when the
- * pipe is empty (EAGAIN). */
-static ssize_t relay_once(struct run *r, struct stream *s, bool may_splice)
-{
-	ssize_t n;
-
-	/* Spliced bytes are never seen, so a chunk is read instead whenever
-	 * STATUS= wants a fresh line. */
-	if (may_splice && s->to == STDOUT_FILENO && r->splice_ok &&
-	    (!r->notify || r->line_fresh)) {
-		n = splice_burst(r, s);
-		if (n != -2)
-			return n;
-	}
-	do
-		n = read(s->from, r->buf, sizeof r->buf);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EAGAIN ? -1 : 0;	/* an error ends it like EOF */
-	if (n > 0) {
-		take_line(r, r->buf, n);
-		if (!write_all(s, r->buf, n))
-			return 0;	/* closes the child's pipe */
-	}
-	return n;
-}
-
+/* Closes the child's end and forgets what was not written. */
 static void close_stream(struct stream *s)
 {
 	if (s->from >= 0)
 		close(s->from);
 	s->from = -1;
+	s->full = false;
+	s->pend_len = s->pend_off = 0;
 }
 
-/* The pipe is readable: relay one chunk.  EOF while the child lives is
- * silence: the fd leaves the poll set, so nothing spins. */
+/* After EAGAIN from a splice or tee: the child's pipe was empty, or the
+ * destination full (both say EAGAIN); FIONREAD tells them apart. */
+static enum moved empty_or_full(struct stream *s)
+{
+	int avail = 0;
+
+	if (ioctl(s->from, FIONREAD, &avail) == 0 && avail == 0)
+		return EMPTY;
+	s->full = true;
+	return FULL;
+}
+
+/* Writes what is pending in s->buf, never waiting.  Returns MOVED when
+ * all is out, FULL when the destination took no more, ENDED when it
+ * failed. */
+static enum moved flush(struct stream *s)
+{
+	while (s->pend_len > 0) {
+		const char *data = s->buf + s->pend_off;
+		ssize_t n = s->kind == DEST_SOCKET
+			? send(s->wfd, data, s->pend_len, MSG_DONTWAIT | MSG_NOSIGNAL)
+			: write(s->wfd, data, s->pend_len);
+
+		if (n > 0) {
+			s->pend_off += (size_t)n;
+			s->pend_len -= (size_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			s->full = true;
+			return FULL;
+		} else if (n == 0 || errno != EINTR) {
+			if (n == 0)
+				errno = EIO;
+			destination_failed(s);
+			return ENDED;
+		}
+	}
+	s->pend_off = 0;
+	return MOVED;
+}
+
+/* Pipe to pipe, or to a regular file, without copying through us:
+ * splice(2) moves page references.  When STATUS= wants a fresh line
+ * (look), tee(2) copies instead (pipe to pipe only) and a read() of the
+ * same bytes shows them to us.  *count gets the bytes moved. */
+static enum moved splice_chunk(struct run *r, struct stream *s, bool look,
+			       size_t max, size_t *count)
+{
+	ssize_t n;
+
+	for (;;) {
+		n = look ? tee(s->from, s->to, max < sizeof s->buf ? max : sizeof s->buf,
+			       SPLICE_F_NONBLOCK)
+			 : splice(s->from, NULL, s->to, NULL,
+				  max < SPLICE_CHUNK ? max : SPLICE_CHUNK,
+				  SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n >= 0 || errno != EINTR)
+			break;
+	}
+	if (n > 0) {
+		if (look) {	/* take the bytes tee copied: exactly n */
+			ssize_t got;
+
+			do
+				got = read(s->from, s->buf, (size_t)n);
+			while (got < 0 && errno == EINTR);
+			if (got > 0)
+				take_line(r, s->buf, (size_t)got);
+		}
+		*count = (size_t)n;
+		return MOVED;
+	}
+	if (n == 0)
+		return ENDED;
+	if (errno == EAGAIN)
+		return empty_or_full(s);
+	if (errno == EPIPE) {
+		destination_failed(s);
+		return ENDED;
+	}
+	/* EINVAL: a file opened O_APPEND, ...: read and write instead. */
+	s->splice_ok = false;
+	return EMPTY;
+}
+
+/* Moves at most max bytes from the child's pipe to its destination, never
+ * waiting for either.  *count gets the bytes taken from the pipe. */
+static enum moved move_chunk(struct run *r, struct stream *s, size_t max,
+			     size_t *count)
+{
+	/* Spliced bytes are never seen: STATUS= wanting a fresh line needs
+	 * a tee (to a pipe) or a read. */
+	bool look = r->notify && !r->line_fresh;
+	enum moved m;
+	ssize_t n;
+
+	*count = 0;
+	if (r->discard)
+		s->full = false, s->pend_len = 0;
+	if (s->full)
+		return FULL;
+	if (s->pend_len > 0 && (m = flush(s)) != MOVED)
+		return m;
+	if (s->from < 0 || max == 0)
+		return ENDED;
+	if (s->splice_ok && !r->discard && (s->kind == DEST_PIPE || !look)) {
+		m = splice_chunk(r, s, look, max, count);
+		if (m != EMPTY || s->splice_ok)
+			return m;
+	}
+	do
+		n = read(s->from, s->buf, max < sizeof s->buf ? max : sizeof s->buf);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return EMPTY;
+	if (n <= 0)
+		return ENDED;	/* an error ends it like EOF */
+	*count = (size_t)n;
+	if (r->discard)
+		return MOVED;
+	take_line(r, s->buf, (size_t)n);
+	s->pend_off = 0;
+	s->pend_len = (size_t)n;
+	m = flush(s);
+	return m == ENDED ? ENDED : MOVED;	/* FULL: the bytes wait in buf */
+}
+
+/* poll() said the child's pipe (POLLIN) or the destination (POLLOUT) is
+ * ready: move what can move, up to SPLICE_BURST chunks so that signals
+ * are still read in between.  EOF while the child lives is silence: the
+ * fd leaves the poll set, so nothing spins. */
 static void relay(struct run *r, struct stream *s)
 {
-	ssize_t n = relay_once(r, s, true);
+	size_t total = 0, n;
+	int i;
 
-	if (n == 0)
-		close_stream(s);
-	else if (n > 0)
+	s->full = false;
+	for (i = 0; i < SPLICE_BURST; i++) {
+		enum moved m = move_chunk(r, s, SIZE_MAX, &n);
+
+		total += n;
+		if (m == ENDED)
+			close_stream(s);
+		if (m != MOVED)
+			break;
+	}
+	if (total > 0 && !r->discard)
 		output_seen(r);
 }
 
-/* After the child's exit everything it wrote is already in the pipe,
- * at most its capacity: read that, until empty or EOF, never waiting and
- * never more (a grandchild may hold the pipe open, or keep writing). */
-static void drain(struct run *r, struct stream *s)
+/* What poll() should wait for on a stream: room in the destination while
+ * it is full, else output from the child. */
+static struct pollfd stream_poll(const struct stream *s)
 {
-	ssize_t left = s->capacity > 0 ? s->capacity : RELAY_CHUNK;
-
-	while (s->from >= 0 && left > 0) {
-		ssize_t n = relay_once(r, s, false);
-
-		if (n <= 0)
-			break;
-		left -= n;
-	}
-	close_stream(s);
+	if (s->full)
+		return (struct pollfd){ .fd = s->wfd, .events = POLLOUT };
+	return (struct pollfd){ .fd = s->from, .events = POLLIN };	/* -1: skipped */
 }
 
 /* ---- the loop ------------------------------------------------------ */
 
-/* Reads the signalfd: forwards signals, reaps the child.  Returns true
+/* After a stop signal, output waits for a reader that does not read at
+ * most STOP_GRACE_USEC; then it is dropped, so that neither we nor the
+ * child (blocked writing to its full pipe, the signal's trap pending)
+ * wait for ever.  Returns poll()'s timeout for that deadline, or -1 when
+ * there is none; starts dropping once it has passed. */
+static int stop_grace(struct run *r)
+{
+	uint64_t now, until = r->stop_at + STOP_GRACE_USEC;
+
+	if (!r->stop_signal || r->discard || !(r->out.full || r->err.full))
+		return -1;
+	now = now_usec();
+	if (now < until)
+		return ms_until(until, now);
+	say("%s's output is not being read: dropping it, so it can stop",
+	    r->opt->command[0]);
+	r->discard = true;
+	r->out.full = r->err.full = false;
+	return -1;
+}
+
+/* The sooner of two poll() timeouts (-1: none). */
+static int sooner(int a, int b)
+{
+	return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
+/* Whether the child got signal si already.  A terminal sends Ctrl-C's
+ * SIGINT and Ctrl-\'s SIGQUIT (and SIGHUP when its controlling process
+ * exits; a hangup sends it to the session leader alone) to its whole
+ * foreground process group, with si_code SI_KERNEL: the child, unless it
+ * left our group, got it too, and passing it on would deliver it twice.
+ * A signal sent by a process (kill, systemctl) is passed on. */
+static bool child_got_it(const struct run *r, const struct signalfd_siginfo *si)
+{
+	int sig = (int)si->ssi_signo;
+
+	if (si->ssi_code != SI_KERNEL)
+		return false;
+	if (sig != SIGINT && sig != SIGQUIT &&
+	    !(sig == SIGHUP && getsid(0) != getpid()))
+		return false;
+	return getpgid(r->pid) == getpgrp();
+}
+
+/* Reads the signalfd: passes signals on, reaps the child.  Returns true
  * once the child has exited. */
 static bool take_signals(struct run *r)
 {
 	struct signalfd_siginfo si;
-	bool exited = false;
 
 	while (read(r->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
 		int sig = (int)si.ssi_signo;
 
 		if (sig == SIGCHLD) {
-			if (waitpid(r->pid, &r->status, WNOHANG) == r->pid)
-				exited = true;
+			if (!r->reaped &&
+			    waitpid(r->pid, &r->status, WNOHANG) == r->pid)
+				r->reaped = true;
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT ||
-		    sig == SIGHUP)
+		    sig == SIGHUP) {
 			r->stop_signal = sig;	/* no retry after this */
+			r->stop_at = now_usec();
+		}
 		/* Once reaped, the pid may belong to someone else. */
-		if (!exited && kill(r->pid, sig) < 0 && errno != ESRCH)
+		if (!r->reaped && !child_got_it(r, &si) &&
+		    kill(r->pid, sig) < 0 && errno != ESRCH)
 			LOG_ERRNO("kill");
 	}
-	return exited;
+	return r->reaped;
+}
+
+/* After the child's exit everything it wrote is already in its pipes, at
+ * most their capacity: relay that, until empty or EOF, never waiting for
+ * the pipes and never reading more (a grandchild may hold them open, or
+ * keep writing).  A destination with no room is waited for, with signals
+ * served; after a stop signal only as long as stop_grace() allows. */
+static void drain(struct run *r)
+{
+	struct stream *ss[2] = { &r->out, &r->err };
+	size_t left[2];
+	int i;
+
+	for (i = 0; i < 2; i++)
+		left[i] = ss[i]->capacity > 0 ? (size_t)ss[i]->capacity : RELAY_CHUNK;
+	for (;;) {
+		bool waiting = false;
+		int timeout;
+
+		for (i = 0; i < 2; i++) {
+			struct stream *s = ss[i];
+			enum moved m = MOVED;
+			size_t n;
+
+			while (m == MOVED && (s->from >= 0 || s->pend_len > 0)) {
+				m = move_chunk(r, s, left[i], &n);
+				left[i] -= n;
+				if (n > 0 && !r->discard)
+					output_seen(r);
+			}
+			if (m == FULL)
+				waiting = true;
+			else
+				close_stream(s);
+		}
+		if (!waiting)
+			return;
+		timeout = stop_grace(r);
+		if (r->discard)
+			continue;	/* just started dropping: no waiting */
+		{
+			struct pollfd p[3] = {
+				{ .fd = r->sigfd, .events = POLLIN },
+				stream_poll(&r->out),	/* the full ones: POLLOUT */
+				stream_poll(&r->err),
+			};
+
+			if (poll(p, 3, timeout) < 0 && errno != EINTR) {
+				LOG_ERRNO("poll");
+				return;
+			}
+			if (p[0].revents)
+				take_signals(r);	/* nothing is passed on now */
+			for (i = 0; i < 2; i++)
+				if (p[i + 1].revents)
+					ss[i]->full = false;
+		}
+	}
 }
 
 /* Relays until the child exits, then drains its pipes. */
 static int supervise(struct run *r)
 {
 	for (;;) {
+		/* First: stop_grace() may stop the waiting for room. */
+		int timeout = sooner(poll_timeout(r), stop_grace(r));
 		struct pollfd p[3] = {
 			{ .fd = r->sigfd, .events = POLLIN },
-			{ .fd = r->out.from, .events = POLLIN },
-			{ .fd = r->err.from, .events = POLLIN },
+			stream_poll(&r->out),	/* fd -1 is skipped */
+			stream_poll(&r->err),
 		};
-		int n = poll(p, 3, poll_timeout(r));	/* fd -1 is skipped */
+		int n = poll(p, 3, timeout);
 
 		if (n < 0 && errno != EINTR) {
 			LOG_ERRNO("poll");
 			return -1;
 		}
 		if (n <= 0)
-			continue;
+			continue;	/* stop_grace() looks again */
 		if (p[1].revents)
 			relay(r, &r->out);
 		if (p[2].revents)
@@ -714,8 +996,7 @@ static int supervise(struct run *r)
 		if (p[0].revents && take_signals(r))
 			break;
 	}
-	drain(r, &r->out);
-	drain(r, &r->err);
+	drain(r);
 	if (r->pending)
 		heartbeat(r, now_usec());
 	return 0;
@@ -749,13 +1030,11 @@ static int pause_before_retry(struct run *r)
 	for (;;) {
 		struct signalfd_siginfo si;
 		struct pollfd p = { .fd = r->sigfd, .events = POLLIN };
-		uint64_t now = now_usec(), ms;
+		uint64_t now = now_usec();
 
 		if (now >= until)
 			return -1;
-		/* poll() takes an int: a long wait is a few calls */
-		ms = (until - now + 999) / 1000;
-		if (poll(&p, 1, ms > 3600000 ? 3600000 : (int)ms) < 0 &&
+		if (poll(&p, 1, ms_until(until, now)) < 0 &&
 		    errno != EINTR) {
 			LOG_ERRNO("poll");
 			return EXIT_FAIL;
@@ -818,7 +1097,6 @@ int main(int argc, char **argv)
 {
 	static struct options opt;
 	static struct run r;
-	sigset_t old_mask;
 	uint64_t usec = 0;
 	long retries = 0;
 	int rc;
@@ -830,9 +1108,14 @@ int main(int argc, char **argv)
 	if (open_std_fds() < 0)
 		return EXIT_FAIL;
 	r.opt = &opt;
-	r.out = (struct stream){ .from = -1, .to = STDOUT_FILENO };
-	r.err = (struct stream){ .from = -1, .to = STDERR_FILENO };
-	r.splice_ok = true;
+	/* Field by field: a stream holds a 64 KiB buffer, not to be touched
+	 * (nor copied) before it is needed. */
+	r.out.from = r.err.from = -1;
+	r.out.to = STDOUT_FILENO;
+	r.err.to = STDERR_FILENO;
+	open_destination(&r.out);
+	if (!opt.ignore_stderr)
+		open_destination(&r.err);
 	r.notify = getenv("NOTIFY_SOCKET") != NULL;
 	if (clua_sd_watchdog_usec(&usec) > 0)
 		r.watchdog_usec = usec;
@@ -840,12 +1123,12 @@ int main(int argc, char **argv)
 	 * the child prints. */
 	r.gap_usec = r.watchdog_usec ? r.watchdog_usec / 4 : 1000000;
 
-	r.sigfd = block_signals(&old_mask);
+	r.sigfd = block_signals();
 	if (r.sigfd < 0)
 		return EXIT_FAIL;
 
 	for (;;) {
-		rc = spawn(&r, &old_mask);
+		rc = spawn(&r);
 		if (rc != 0)
 			return rc;
 		if (r.notify) {

@@ -1,7 +1,8 @@
 -- clua/notify.c against a plain AF_UNIX datagram socket standing in for the
--- service manager's receiving end: the exact bytes each call sends, through
--- libsystemd, to a path address and to an abstract one.  The real systemd
--- user manager is in notify_systemd_spec.lua.
+-- service manager's receiving end: the exact bytes each call sends, to a
+-- path address and to an abstract one, and what a call does when nobody
+-- reads that socket.  The real systemd user manager is in
+-- notify_systemd_spec.lua.
 local clua = require("clua")
 local testkit = require("testkit")
 
@@ -49,6 +50,8 @@ local function is_utf8(s)
   end
   return true
 end
+
+local utf8_char = testkit.utf8
 
 -- The datagram receiver the tests of one describe block talk to: before
 -- each test it listens on a fresh address (`kind` "abstract", or "path" in
@@ -199,6 +202,26 @@ describe("clua.notify_status sanitising", function()
     assert.equal("STATUS=x" .. fffd .. fffd, status_of("x\226\130"))
   end)
 
+  it("replaces every Unicode noncharacter with one U+FFFD, as systemd refuses them", function()
+    local fffd = "\239\191\189"
+    local nonchars = {}
+    for cp = 0xFDD0, 0xFDEF do nonchars[#nonchars + 1] = cp end
+    for plane = 0, 16 do
+      nonchars[#nonchars + 1] = plane * 0x10000 + 0xFFFE
+      nonchars[#nonchars + 1] = plane * 0x10000 + 0xFFFF
+    end
+    assert.equal(66, #nonchars)
+    for _, cp in ipairs(nonchars) do
+      assert.equal("STATUS=x" .. fffd .. "y", status_of("x" .. utf8_char(cp) .. "y"),
+        ("U+%04X"):format(cp))
+    end
+    -- their neighbours are characters, and stay
+    for _, cp in ipairs({ 0xFDCF, 0xFDF0, 0xFFFD, 0x1FFFD, 0x10000, 0x10FFFD }) do
+      local c = utf8_char(cp)
+      assert.equal("STATUS=x" .. c .. "y", status_of("x" .. c .. "y"), ("U+%04X"):format(cp))
+    end
+  end)
+
   it("cuts a long text to fit one 4096-byte datagram", function()
     local got = status_of(("x"):rep(10000))
     assert.equal("STATUS=" .. ("x"):rep(4096 - 7), got)
@@ -262,8 +285,163 @@ describe("clua notify failures", function()
     os.remove(dir)
     assert.is_nil(ok)
     assert.equal("string", type(msg))
-    assert.truthy(msg:find("sd_notify", 1, true))
+    assert.truthy(msg:find("NOTIFY_SOCKET", 1, true))
     assert.equal(2, err) -- ENOENT
+  end)
+
+  it("returns nil, message, errno for an address it cannot send to", function()
+    for _, case in ipairs({
+      { "vsock:2:1234", 97 },         -- EAFNOSUPPORT: not a unix socket
+      { "relative/path", 22 },        -- EINVAL
+      { "", 22 },
+      { "@", 22 },
+      { "/" .. ("x"):rep(107), 36 },  -- ENAMETOOLONG: no room for the NUL
+    }) do
+      testkit.setenv("NOTIFY_SOCKET", case[1])
+      local ok, msg, err = clua.notify_watchdog()
+      assert.is_nil(ok, case[1])
+      assert.truthy(msg:find("NOTIFY_SOCKET", 1, true), msg)
+      assert.equal(case[2], err, case[1])
+    end
+  end)
+end)
+
+-- A service manager that stops reading its notify socket must never stall
+-- the caller (Awesome's main loop): the socket's queue fills after a few
+-- datagrams (net.unix.max_dgram_qlen, 10 by default) and each call after
+-- that returns nil, message, EAGAIN at once.
+describe("clua notify with a socket nobody reads", function()
+  local rx = use_receiver("abstract", true)
+  local EAGAIN = 11
+
+  -- Should a call block after all, SIGALRM breaks it out with EINTR every
+  -- 2 s, so the spec fails instead of hanging.
+  before_each(function() testkit.deadline(2) end)
+  after_each(function() testkit.deadline(nil) end)
+
+  it("returns from 10,000 notify_watchdog() calls in under a second, each true or EAGAIN",
+    function()
+      local sent, full = 0, 0
+      local start = testkit.now("monotonic")
+      for i = 1, 10000 do
+        local ok, msg, err = clua.notify_watchdog()
+        if ok == true then
+          sent = sent + 1
+        elseif ok == nil and err == EAGAIN then
+          full = full + 1
+        else
+          error(("call %d returned %s, %s, %s"):format(i, tostring(ok), tostring(msg),
+            tostring(err)))
+        end
+      end
+      local took = testkit.now("monotonic") - start
+      assert.is_true(sent >= 1, "no call got through")
+      assert.is_true(full >= 1, "the socket never filled up")
+      assert.equal(10000, sent + full)
+      -- Natively about 15 ms.  valgrind runs the interpreter's own work
+      -- (building each error message) some 50 times slower, the sends
+      -- themselves not: 0.3 to 0.9 s there, so it gets more room; a
+      -- blocked call would take for ever either way.
+      local limit = os.getenv("CLUA_UNDER_VALGRIND") and 5 or 1
+      assert.is_true(took < limit, ("10,000 calls took %.3f s"):format(took))
+    end)
+
+  it("says EAGAIN with a message naming NOTIFY_SOCKET, and sends again once the manager reads",
+    function()
+      local ok, msg, err
+      for _ = 1, 1000 do
+        ok, msg, err = clua.notify_watchdog()
+        if ok == nil then break end
+      end
+      assert.is_nil(ok)
+      assert.equal(EAGAIN, err)
+      assert.truthy(msg:find("NOTIFY_SOCKET", 1, true), msg)
+      -- every call kind, not only the heartbeat
+      assert.equal(EAGAIN, select(3, clua.notify_status("x")))
+      assert.equal(EAGAIN, select(3, clua.notify_ready("x")))
+      assert.equal(EAGAIN, select(3, clua.notify("READY=1")))
+      -- the manager reads again: the queue drains, sending works again
+      while rx.sock:recv(0) do end
+      assert.is_true(clua.notify_status("back"))
+      assert.equal("STATUS=back", rx.sock:recv(1000))
+    end)
+end)
+
+describe("clua notify's socket", function()
+  local rx = use_receiver("abstract", true)
+
+  -- The unix sockets of this process that are bound to no address, as a
+  -- list of fds: the receivers are bound, notify's sending socket is not.
+  local function unbound_sockets()
+    local named = {}
+    local f = assert(io.open("/proc/net/unix"))
+    for line in f:lines() do
+      local inode, path = line:match("^%S+: %S+ %S+ %S+ %S+ %S+ (%d+) ?(.*)$")
+      if inode and path ~= "" then named[inode] = true end
+    end
+    f:close()
+    local fds = {}
+    for fd, target in pairs(testkit.fds()) do
+      local inode = target:match("^socket:%[(%d+)%]$")
+      if inode and not named[inode] then fds[#fds + 1] = fd end
+    end
+    table.sort(fds)
+    return fds
+  end
+
+  local function is_cloexec(fd)
+    local f = assert(io.open("/proc/self/fdinfo/" .. fd))
+    local flags = tonumber(f:read("*a"):match("flags:%s*(%d+)"), 8)
+    f:close()
+    return math.floor(flags / 524288) % 2 == 1 -- O_CLOEXEC, 02000000
+  end
+
+  it("is one close-on-exec socket, kept across calls and NOTIFY_SOCKET changes", function()
+    assert.is_true(clua.notify_watchdog())
+    assert.equal("WATCHDOG=1", rx.sock:recv(1000))
+    local fds = unbound_sockets()
+    assert.equal(1, #fds)
+    assert.is_true(is_cloexec(fds[1]), "not close-on-exec: Awesome's restart would leak it")
+    local other = abstract_name() .. "-other"
+    local rx2 = assert(testkit.dgram_listen(other))
+    testkit.setenv("NOTIFY_SOCKET", other)
+    for _ = 1, 1000 do
+      assert.is_true(clua.notify_status("moved"))
+      assert.equal("STATUS=moved", rx2:recv(1000))
+    end
+    rx2:close()
+    assert.is_nil(rx.sock:recv(0), "a datagram went to the old address")
+    assert.same(fds, unbound_sockets())
+  end)
+
+  it("works in a forked child that closed it and got its number back for a pipe", function()
+    assert.is_true(clua.notify_watchdog())
+    assert.equal("WATCHDOG=1", rx.sock:recv(1000))
+    local fd = unbound_sockets()[1]
+    local pid = assert(testkit.fork())
+    if pid == 0 then
+      -- The child, as a daemon that closes every fd and opens its own.
+      local ok = pcall(function()
+        local r, w = testkit.pipe()
+        assert(testkit.dup2(w, fd))
+        assert(clua.notify_status("from the child") == true)
+        assert(not testkit.poll_readable(r, 0), "notify wrote into the pipe")
+      end)
+      testkit.exit_now(ok and 0 or 1)
+    end
+    local reaped, how, code
+    for _ = 1, 500 do
+      reaped, how, code = clua.reap(pid)
+      if reaped then break end
+      testkit.sleep(0.02)
+    end
+    assert.equal(pid, reaped)
+    assert.same({ "exited", 0 }, { how, code })
+    assert.equal("STATUS=from the child", rx.sock:recv(1000))
+    -- the parent's socket is untouched
+    assert.is_true(clua.notify_watchdog())
+    assert.equal("WATCHDOG=1", rx.sock:recv(1000))
+    assert.same({ fd }, unbound_sockets())
   end)
 end)
 

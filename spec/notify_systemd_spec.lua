@@ -144,6 +144,58 @@ describe("clua notify under a real systemd --user #integration", function()
     wait("status", "ActiveState", "inactive", 10)
   end)
 
+  it_sd("notify_status turns every noncharacter and surrogate into a STATUS= systemd accepts",
+    function()
+      -- systemd checks a STATUS= value with its own UTF-8 rules, which
+      -- also refuse U+FDD0..U+FDEF and U+xFFFE and U+xFFFF of every plane;
+      -- a refused status clears StatusText.  The control: the text sent
+      -- raw (clua.notify) is refused; sanitised, each batch shows as sent.
+      local fffd = "\239\191\189"
+      local texts, shown = {}, {}
+      local nonchars = {}
+      for cp = 0xFDD0, 0xFDEF do nonchars[#nonchars + 1] = testkit.utf8(cp) end
+      for plane = 0, 16 do
+        nonchars[#nonchars + 1] = testkit.utf8(plane * 0x10000 + 0xFFFE)
+        nonchars[#nonchars + 1] = testkit.utf8(plane * 0x10000 + 0xFFFF)
+      end
+      texts[1] = "noncharacters " .. table.concat(nonchars)
+      shown[1] = "noncharacters " .. fffd:rep(#nonchars)
+      -- The 2048 surrogates, each 3 bytes that become 3 U+FFFD: 450 to a
+      -- batch fit one datagram.
+      local cp = 0xD800
+      while cp <= 0xDFFF do
+        local label = ("surrogates from U+%04X "):format(cp)
+        local chunk = {}
+        while cp <= 0xDFFF and #chunk < 450 do
+          chunk[#chunk + 1] = testkit.utf8(cp)
+          cp = cp + 1
+        end
+        texts[#texts + 1] = label .. table.concat(chunk)
+        shown[#shown + 1] = label .. fffd:rep(3 * #chunk)
+      end
+      local steps = { "ready", "status:base", "wait:go0", "raw:control" }
+      for i = 1, #texts do
+        steps[#steps + 1] = "wait:go" .. i
+        steps[#steps + 1] = "status:batch" .. i
+      end
+      steps[#steps + 1] = "wait:exit"
+      local touch = unit("nonchar", "", table.concat(steps, " "))
+      touch("base", "base")
+      touch("control", "STATUS=" .. texts[1])
+      for i, text in ipairs(texts) do touch("batch" .. i, text) end
+      mgr:start("nonchar.service")
+      wait("nonchar", "StatusText", "base", 10)
+      touch("go0")
+      wait("nonchar", "StatusText", "", 10) -- the raw control, refused
+      for i, want in ipairs(shown) do
+        touch("go" .. i)
+        wait("nonchar", "StatusText", want, 10)
+      end
+      touch("exit")
+      wait("nonchar", "ActiveState", "inactive", 10)
+      assert.equal("success", show("nonchar", "Result"))
+    end)
+
   it_sd("notify_stopping moves the unit to deactivating", function()
     local touch = unit("stopping", "", "ready wait:go stopping wait:exit")
     mgr:start("stopping.service")

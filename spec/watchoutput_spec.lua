@@ -324,6 +324,185 @@ describe("watchoutput #integration", function()
     end)
   end)
 
+  -- Nothing it depends on can make it hang: a service manager that stops
+  -- reading its notify socket, a reader of its stdout that stops reading,
+  -- the signal state it inherits.
+  describe("never hangs", function()
+    local testkit = require("testkit")
+
+    it("relays all of seq 1 300000 in order to a notify socket nobody reads, "
+        .. "and exits with the child's code", function()
+      local addr = ("@clua-watchoutput-spec-%d-%d"):format(testkit.getpid(),
+        math.floor(testkit.now("monotonic") * 1e6))
+      local rx = assert(testkit.dgram_listen(addr)) -- never read
+      -- 30 bursts 20 ms apart, a heartbeat due every 5 ms: some 30
+      -- messages, the socket's queue holds 10.
+      local code, out = run("N=" .. q(addr) .. [[
+
+        NOTIFY_SOCKET=$N WATCHDOG_USEC=20000 timeout -k 1 30 "$W" sh -c '
+          i=0
+          while [ $i -lt 30 ]; do
+            seq $((i * 10000 + 1)) $(((i + 1) * 10000)); sleep 0.02; i=$((i + 1))
+          done
+          exit 7' 2>"$T/nr.err" | cat >"$T/nr.out"
+        echo "rc=${PIPESTATUS[0]}"
+        seq 1 300000 | cmp - "$T/nr.out" && echo same
+        grep -c 'NOTIFY_SOCKET: Resource temporarily unavailable' "$T/nr.err"
+      ]])
+      rx:close()
+      assert.equal(0, code)
+      assert.equal("rc=7\nsame\n1\n", out, slurp(path("nr.err")))
+    end)
+
+    it("exits with the child's code when started with SIGCHLD ignored, "
+        .. "and the child gets SIGCHLD back at its default", function()
+      if not have("perl") then return pending("needs perl") end
+      -- An ignored SIGCHLD survives exec; the kernel then reaps the child
+      -- itself and sends no SIGCHLD.
+      local code, out = run([[
+        timeout -k 1 10 perl -e '$SIG{CHLD} = "IGNORE"; exec @ARGV or exit 126' \
+          "$W" sh -c 'sleep 0.1 & wait $!; echo "waited=$?"; exit 3'
+        echo "rc=$?"
+      ]])
+      assert.equal(0, code)
+      assert.equal("waited=0\nrc=3\n", out)
+    end)
+
+    it("starts the child with no signal blocked, whatever mask it inherited", function()
+      if not have("perl") then return pending("needs perl") end
+      local code, out = run([[
+        timeout -k 1 10 perl -e 'use POSIX;
+            sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM, SIGINT));
+            exec @ARGV or exit 126' "$W" grep SigBlk /proc/self/status
+      ]])
+      assert.equal(0, code)
+      assert.equal("SigBlk:\t0000000000000000\n", out)
+    end)
+
+    -- Starts watchoutput on CHILD with its stdout into a pipe nobody
+    -- reads, sends it SIGTERM once the pipes are full, and prints its exit
+    -- status and how long it took to exit after the signal (ms).
+    local function term_while_stalled(child)
+      return run([[
+        rm -f "$T/st.pid" "$T/st.rc"
+        (
+          "$W" ]] .. child .. [[ 2>"$T/st.err" &
+          echo $! >"$T/st.pid"
+          wait $!
+          echo "rc=$?" >"$T/st.rc"
+        ) | sleep 30 &
+        reader=$!
+        for i in $(seq 100); do test -s "$T/st.pid" && break; sleep 0.05; done
+        p=$(cat "$T/st.pid")
+        # its stdout pipe (64 KiB) and the child's (1 MiB) fill in well under 2 s
+        sleep 2
+        start=$(cut -d" " -f1 /proc/uptime | tr -d .)
+        kill -TERM $p
+        while ! test -s "$T/st.rc"; do sleep 0.01; done
+        echo "$(cat "$T/st.rc") ms=$((($(cut -d" " -f1 /proc/uptime | tr -d .) - start) * 10))"
+        kill $reader
+      ]])
+    end
+
+    it("passes SIGTERM on while its reader has stopped reading, and exits within 1 s "
+        .. "with the child's code", function()
+      local code, out = term_while_stalled(
+        [[sh -c 'trap "exit 4" TERM; while :; do echo line; done']])
+      assert.equal(0, code)
+      local rc, ms = out:match("^rc=(%d+) ms=(%d+)\n$")
+      assert.equal("4", rc, out .. slurp(path("st.err")))
+      assert.is_true(tonumber(ms) <= 1000, out)
+      assert.truthy(slurp(path("st.err")):find("not being read", 1, true))
+    end)
+
+    it("passes SIGTERM on while its reader has stopped reading, and exits within 1 s "
+        .. "with 143 when it killed the child", function()
+      local code, out = term_while_stalled([[sh -c 'while :; do echo line; done']])
+      assert.equal(0, code)
+      local rc, ms = out:match("^rc=(%d+) ms=(%d+)\n$")
+      assert.equal("143", rc, out .. slurp(path("st.err")))
+      assert.is_true(tonumber(ms) <= 1000, out)
+    end)
+
+    it("waits for a slow reader and relays everything when the child exits on its own",
+      function()
+        local code, out = run([[
+          seq 1 300000 | md5sum
+          "$W" seq 1 300000 | { sleep 1; md5sum; }
+          echo "rc=${PIPESTATUS[0]}"
+        ]])
+        assert.equal(0, code)
+        local l = lines(out)
+        assert.equal(l[1], l[2])
+        assert.equal("rc=0", l[3])
+      end)
+
+    it("does not pass a terminal's Ctrl-C on: the child got it already", function()
+      if not (have("script") and have("perl")) then
+        return pending("needs script(1) for a terminal, and perl")
+      end
+      -- The terminal sends SIGINT to its whole foreground process group,
+      -- the child included.  The child counts what it gets; strace, when
+      -- there, shows whether watchoutput sent one more.
+      spit(path("cc.pl"), [[
+        $| = 1; my $n = 0;
+        $SIG{INT} = sub { $n++; print "got-INT\n" };
+        print "ready\n";
+        my $end = time + 20;
+        select(undef, undef, undef, 0.02) while $n < 2 && time < $end;
+        select(undef, undef, undef, 0.3);   # room for a second delivery
+        print "total $n\n";
+        exit 5;
+      ]])
+      local trace = have("strace")
+        and [[strace -I3 -o "$T/kill.trace" -e trace=kill -e signal=none ]] or ""
+      -- (LeakSanitizer, in the ASan build, cannot run under ptrace.)
+      local code, out = run((trace ~= "" and
+        [[export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"]] or "") .. [[
+
+        export W T
+        mkfifo "$T/tty.in"
+        script -qec ']] .. trace .. [["$W" perl "$T/cc.pl"; echo "rc=$?"' /dev/null \
+          <"$T/tty.in" >"$T/tty.out" 2>&1 &
+        s=$!
+        exec 3>"$T/tty.in"
+        for i in $(seq 400); do grep -q ready "$T/tty.out" && break; sleep 0.05; done
+        printf '\003' >&3
+        for i in $(seq 400); do grep -q got-INT "$T/tty.out" && break; sleep 0.05; done
+        printf '\003' >&3
+        for i in $(seq 400); do grep -q rc= "$T/tty.out" && break; sleep 0.05; done
+        exec 3>&-
+        wait $s
+        tr -d '\r' <"$T/tty.out" | grep -e total -e rc=
+        test -f "$T/kill.trace" && grep -c 'kill(' "$T/kill.trace"
+        :
+      ]])
+      assert.equal(0, code)
+      assert.equal("total 2\nrc=5\n" .. (trace ~= "" and "0\n" or ""), out,
+        slurp(path("tty.out")))
+    end)
+
+    it("waits right under a watchdog of months: no early wake-up from an int overflow",
+      function()
+        if not have("strace") then return pending("needs strace") end
+        -- Output right after READY=1 waits for the rate limit, a quarter of
+        -- WATCHDOG_USEC: here 2^32 + 2000 ms.  Cast to an int, poll()'s
+        -- timeout would wrap to 2 s: a wake-up then, and more after it.
+        local code, out = run([[
+          NOTIFY_SOCKET="$T/no-manager" WATCHDOG_USEC=17179877184000 \
+            "$W" sh -c 'echo one; echo two; exec sleep 100' >"$T/big.out" 2>/dev/null &
+          p=$!
+          for i in $(seq 100); do grep -q two "$T/big.out" && break; sleep 0.05; done
+          timeout 3 strace -p $p -o "$T/big.strace" 2>/dev/null
+          kill -TERM $p; wait $p
+          grep -c 'poll(' "$T/big.strace"
+          :
+        ]])
+        assert.equal(0, code)
+        assert.equal("0\n", out, slurp(path("big.strace")))
+      end)
+  end)
+
   describe("environment", function()
     it("gives the child no NOTIFY_SOCKET, WATCHDOG_USEC or WATCHDOG_PID, and the rest", function()
       local code, out = run([[
@@ -440,7 +619,7 @@ describe("watchoutput under a real systemd --user #integration", function()
     if not service("chatty.service", [[sh -c 'while :; do echo x; sleep 0.001; done']],
       "StandardOutput=null") then return end
     local pid = mgr:show("chatty.service", "MainPID")
-    local _, out = shell.run("timeout 2 strace -e trace=sendmsg -p " .. pid
+    local _, out = shell.run("timeout 2 strace -e trace=sendmsg,sendto -p " .. pid
       .. " 2>&1 | grep -c 'WATCHDOG=1'")
     -- a quarter of WatchdogSec: 4 in 2 s, one more for timing at the edges
     local pings = tonumber(out)

@@ -120,11 +120,23 @@ end
 
 local status_line -- forward
 
+-- A failed send is reported once, not at every heartbeat: a manager that
+-- stops reading its socket makes every call fail at once (EAGAIN; none
+-- ever waits) until it reads again.  Once a message gets through, the
+-- next failure is reported anew.
+local notify_failing = false
+
 local function notify(name, ...)
     local f = clua[name]
     if not f then return end
     local ok, msg = f(...)
-    if ok == nil then report(name .. ": " .. tostring(msg)) end
+    if ok == nil and not notify_failing then
+        notify_failing = true
+        report(name .. ": " .. tostring(msg) ..
+            " (reported once; clua.awesome goes on, and says so again after a success)")
+    elseif ok then
+        notify_failing = false
+    end
     return ok
 end
 

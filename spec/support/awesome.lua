@@ -432,6 +432,9 @@ end
 -- @tparam[opt] boolean args.session start it through the session command
 -- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
 -- @param[opt] args.etc a support.private_etc copy to run the session on
+-- @tparam[opt] table args.env variables (`{NOTIFY_SOCKET = "@x"}`) for
+--   Awesome alone, not for the bus or Xvfb (when the harness starts
+--   Awesome itself: not with `manager` or `display_only`)
 -- @treturn[1] the Awesome object: fields `display`, `bus`, `dir`, `rc`;
 --   methods `client`, `try_client`, `pid`, `restart`, `wait_ready`, `stop`
 -- @return[2] nil, why
@@ -450,6 +453,11 @@ function harness.start(args)
   for _, e in ipairs(env) do
     local k, v = e:match("^([^=]+)=(.*)$")
     assigns[#assigns + 1] = k .. "=" .. shq(v)
+  end
+  if args.env then
+    local lines = {}
+    for k, v in pairs(args.env) do lines[#lines + 1] = "export " .. k .. "=" .. shq(v) end
+    writefile(self.dir .. "/awesome.env", table.concat(lines, "\n") .. "\n")
   end
   local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..

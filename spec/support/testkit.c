@@ -10,9 +10,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -437,6 +439,143 @@ static int l_sigrtrange(lua_State *L)
 	return 2;
 }
 
+/* fds(): a table fd -> what it points to (readlink of /proc/self/fd/N),
+ * for every fd this process has open but the one the listing uses. */
+static int l_fds(lua_State *L)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	if (d == NULL)
+		return clua_pusherror(L, "opendir", errno);
+	lua_newtable(L);
+	while ((e = readdir(d)) != NULL) {
+		char target[256];
+		int fd = atoi(e->d_name);
+		ssize_t n;
+
+		if (e->d_name[0] == '.' || fd == dirfd(d))
+			continue;
+		n = readlinkat(dirfd(d), e->d_name, target, sizeof target);
+		if (n < 0)
+			continue;
+		lua_pushlstring(L, target, (size_t)n);
+		lua_rawseti(L, -2, fd);
+	}
+	closedir(d);
+	return 1;
+}
+
+static void no_op(int sig)
+{
+	(void)sig;
+}
+
+/* deadline(seconds): from then on, every `seconds` (a float) a SIGALRM
+ * whose handler does nothing and is not SA_RESTART interrupts whatever
+ * system call this process is blocked in (it fails with EINTR), so a spec
+ * checking that something never blocks fails instead of hanging.
+ * deadline(nil) disarms it and puts SIGALRM back to its default. */
+static int l_deadline(lua_State *L)
+{
+	struct itimerval it;
+	struct sigaction sa;
+
+	memset(&it, 0, sizeof it);
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = SIG_DFL;
+	if (!lua_isnoneornil(L, 1)) {
+		double s = luaL_checknumber(L, 1);
+
+		it.it_value.tv_sec = (time_t)s;
+		it.it_value.tv_usec = (suseconds_t)((s - (double)(time_t)s) * 1e6);
+		if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+			it.it_value.tv_usec = 1;
+		it.it_interval = it.it_value;
+		sa.sa_handler = no_op;	/* no SA_RESTART */
+	}
+	if (sigaction(SIGALRM, &sa, NULL) != 0 ||
+	    setitimer(ITIMER_REAL, &it, NULL) != 0)
+		return clua_pusherror(L, "setitimer", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* fork(): fork(2); returns the child's pid in the parent, 0 in the child,
+ * which must end with exit_now(). */
+static int l_fork(lua_State *L)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return clua_pusherror(L, "fork", errno);
+	lua_pushinteger(L, pid);
+	return 1;
+}
+
+/* exit_now(code): _exit(code), for a forked child (no atexit, no Lua
+ * teardown, no busted output). */
+static int l_exit_now(lua_State *L)
+{
+	_exit((int)luaL_checkinteger(L, 1));
+	return 0;
+}
+
+/* pipe(): a close-on-exec pipe; returns its read and write fds. */
+static int l_pipe(lua_State *L)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return clua_pusherror(L, "pipe2", errno);
+	lua_pushinteger(L, fds[0]);
+	lua_pushinteger(L, fds[1]);
+	return 2;
+}
+
+/* dup2(from, to): returns true. */
+static int l_dup2(lua_State *L)
+{
+	if (dup2((int)luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)) < 0)
+		return clua_pusherror(L, "dup2", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* close(fd): returns true. */
+static int l_close(lua_State *L)
+{
+	if (close((int)luaL_checkinteger(L, 1)) != 0)
+		return clua_pusherror(L, "close", errno);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* utf8(cp): the UTF-8 bytes of code point cp, 0 to 0x10FFFF, surrogates
+ * included (the specs send them on purpose; Lua 5.1 has no utf8.char). */
+static int l_utf8(lua_State *L)
+{
+	lua_Integer cp = luaL_checkinteger(L, 1);
+	char b[4];
+	size_t n;
+
+	luaL_argcheck(L, cp >= 0 && cp <= 0x10FFFF, 1, "not a code point");
+	if (cp < 0x80) {
+		b[0] = (char)cp, n = 1;
+	} else if (cp < 0x800) {
+		b[0] = (char)(0xC0 | (cp >> 6)), n = 2;
+	} else if (cp < 0x10000) {
+		b[0] = (char)(0xE0 | (cp >> 12)), n = 3;
+	} else {
+		b[0] = (char)(0xF0 | (cp >> 18)), n = 4;
+	}
+	for (size_t i = 1; i < n; i++)
+		b[i] = (char)(0x80 | ((cp >> (6 * (n - 1 - i))) & 0x3F));
+	lua_pushlstring(L, b, n);
+	return 1;
+}
+
 static const luaL_Reg testkit_funcs[] = {
 	{"spawn", l_spawn},
 	{"orphans", l_orphans},
@@ -455,6 +594,14 @@ static const luaL_Reg testkit_funcs[] = {
 	{"sigdisposition", l_sigdisposition},
 	{"sigset", l_sigset},
 	{"sigrtrange", l_sigrtrange},
+	{"fds", l_fds},
+	{"deadline", l_deadline},
+	{"fork", l_fork},
+	{"exit_now", l_exit_now},
+	{"pipe", l_pipe},
+	{"dup2", l_dup2},
+	{"close", l_close},
+	{"utf8", l_utf8},
 	{NULL, NULL}
 };
 
