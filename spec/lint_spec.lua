@@ -34,7 +34,8 @@ describe("lint #integration", function()
 end)
 
 describe("the version number #integration", function()
-  it("is the same in clua._VERSION, watchoutput --version, the rockspec, CHANGELOG.md", function()
+  it("is the same in clua._VERSION, watchoutput --version, the rockspec, CHANGELOG.md, "
+    .. "debian/changelog", function()
     local version = require("clua")._VERSION
     assert.matches("^%d+%.%d+%.%d+$", version)
     local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")
@@ -45,6 +46,10 @@ describe("the version number #integration", function()
     f:close()
     f = assert(io.open(root .. "/CHANGELOG.md"))
     assert.matches("\n## " .. version:gsub("%.", "%%.") .. " ", f:read("*a"))
+    f:close()
+    -- The Debian packages are native: their version is the release's.
+    f = assert(io.open(root .. "/debian/changelog"))
+    assert.matches("^clua %(" .. version:gsub("%.", "%%.") .. "%) ", f:read("*a"))
     f:close()
   end)
 end)
