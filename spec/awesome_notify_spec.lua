@@ -92,6 +92,6 @@ describe("clua.awesome with a notify socket nobody reads #integration", function
     while rx:recv(0) do end
     local got = rx:recv(2000)
     assert.truthy(got and got:find("WATCHDOG=1", 1, true), tostring(got))
-    assert.is_true(wm:client("return require('clua.awesome')._state.heartbeats") > 0)
+    assert.is_true(wm:client("return require('clua.awesome')._state.watchdog.heartbeats") > 0)
   end)
 end)
