@@ -58,8 +58,9 @@ local cluawm = {}
 
 -- Each feature is a small table named after its option, with its own
 -- state and `start(option)`, `status()` (its lines of status(), while its
--- option is on), and `stop(restart)` where something must be undone when
--- Awesome exits.  setup() starts them in order, and one `exit` handler
+-- option is on), `summary()` where it has a piece of systemd's STATUS=
+-- line, and `stop(restart)` where something must be undone when Awesome
+-- exits.  setup() starts them in order, and one `exit` handler
 -- stops them in reverse order (Public API, at the end).  The glue ships
 -- with the clua module of the same version: every clua function it calls
 -- exists, and nothing here probes for one.
@@ -261,14 +262,23 @@ local function track_textclocks()
     mt.__clua_wrapped = true
 end
 
--- Makes a clua watch's fd wake the main loop, calling on_readable each
--- time, and tracks the textclocks.  Sets feature.watch, feature.how (the
--- GLib call watching the fd) and feature.source (the GLib source id).
-local function watch_readable(feature, watch, on_readable)
-    track_textclocks()
-    local how, add = find_fd_watch()
-    feature.watch, feature.how = watch, how
-    feature.source = add(watch:fd(), keep_source(on_readable))
+-- A feature built on a clua watch whose fd wakes the main loop (the clock
+-- and the timezone): its start() makes the watch with `new` (the clua
+-- function named `call`), tracks the textclocks and calls the feature's
+-- `readable()` at each wake-up.  Fields once started: `watch` (nil when it
+-- could not be made, and `error` says why), `how` (the GLib call watching
+-- its fd) and `source` (the GLib source id).
+local function watch_feature(name, call, new)
+    local feature = { name = name }
+    function feature.start()
+        local watch, msg = new()
+        if not watch then return failed(feature, call, msg) end
+        track_textclocks()
+        local how, add = find_fd_watch()
+        feature.watch, feature.how = watch, how
+        feature.source = add(watch:fd(), keep_source(feature.readable))
+    end
+    return feature
 end
 
 -- The lines of status() for a watch: which fd, through which GLib call.
@@ -330,18 +340,11 @@ end
 
 -- A wall-clock change (resume, NTP, `date -s`) refreshes the textclocks and
 -- emits `clua::clock_changed`.
-local clock = {
-    name = "clock",
-    watch = nil,        -- the clockwatch
-    how = nil,          -- which GLib call watches its fd
-    source = nil,       -- the GLib source id
-    error = nil,        -- why there is no watch
-    events = 0,
-    last_jump = nil,
-    last_suspended = nil,
-}
+local clock = watch_feature("clock", "clockwatch", clua.clockwatch)
+clock.events = 0        -- changes seen; clock.last_jump and
+                        -- clock.last_suspended are those of the last one
 
-local function on_clock_readable()
+function clock.readable()
     local event, msg = clock.watch:read()
     if not event then
         if msg then report("clockwatch read: " .. tostring(msg)) end
@@ -354,12 +357,6 @@ local function on_clock_readable()
     capi.awesome.emit_signal("clua::clock_changed",
         { jump = event.jump, suspended = event.suspended })
     watchdog.changed()
-end
-
-function clock.start()
-    local watch, msg = clua.clockwatch()
-    if not watch then return failed(clock, "clockwatch", msg) end
-    watch_readable(clock, watch, on_clock_readable)
 end
 
 function clock.summary()
@@ -384,15 +381,9 @@ end
 
 -- A change of /etc/localtime reloads the C library's zone, rezones and
 -- refreshes the textclocks and emits `clua::timezone_changed`.
-local timezone = {
-    name = "timezone",
-    watch = nil,        -- the timezonewatch
-    how = nil,          -- which GLib call watches its fd
-    source = nil,       -- the GLib source id
-    error = nil,        -- why there is no watch
-    changes = 0,
-    wakeups = 0,        -- times its fd woke the main loop
-}
+local timezone = watch_feature("timezone", "timezonewatch", clua.timezonewatch)
+timezone.changes = 0    -- changes seen
+timezone.wakeups = 0    -- times its fd woke the main loop
 
 -- Whether TZ in Awesome's environment names a zone of its own: the C
 -- library and GLib then follow TZ, not /etc/localtime.
@@ -423,7 +414,7 @@ local function rezone_textclocks(name)
     end
 end
 
-local function on_timezone_readable()
+function timezone.readable()
     timezone.wakeups = timezone.wakeups + 1
     local change, msg = timezone.watch:read()
     if not change then
@@ -437,12 +428,6 @@ local function on_timezone_readable()
     refresh_textclocks()
     capi.awesome.emit_signal("clua::timezone_changed",
         { old = change.old, new = change.new })
-end
-
-function timezone.start()
-    local watch, msg = clua.timezonewatch()
-    if not watch then return failed(timezone, "timezonewatch", msg) end
-    watch_readable(timezone, watch, on_timezone_readable)
 end
 
 function timezone.status()
@@ -777,6 +762,11 @@ local FEATURES = { subreaper, clock, timezone, stall, scopes, restore, watchdog 
 local BY_NAME = {}
 for _, feature in ipairs(FEATURES) do BY_NAME[feature.name] = feature end
 
+-- For the specs (read-only use): each feature's table, by option name, and
+-- the options setup() ran with (set by setup).
+cluawm._state = { options = nil }
+for name, feature in pairs(BY_NAME) do cluawm._state[name] = feature end
+
 -- The order the README and setup's LDoc list the options in, and status()
 -- reports them in.
 local DOCUMENTED = { subreaper, clock, timezone, watchdog, stall, scopes, restore }
@@ -885,13 +875,6 @@ function cluawm.status()
         end
     end
     return table.concat(lines, "\n")
-end
-
--- For the specs (read-only use): each feature's table, by option name, and
--- the options setup() ran with.
-cluawm._state = { options = nil }
-for _, feature in ipairs(FEATURES) do
-    cluawm._state[feature.name] = feature
 end
 
 return cluawm
