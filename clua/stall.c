@@ -169,6 +169,8 @@ static struct stallguard *check_stallguard(lua_State *L, int idx)
  * @treturn[1] clua.stallguard a running guard
  * @return[2] nil, message, errno (EBUSY while another guard runs; EAGAIN
  *   when every real-time signal is taken)
+ * @usage
+ * local guard = assert(clua.stallguard(10))   -- 10 s of busy loop
  * @see pthread_kill(3)
  */
 static int l_stallguard(lua_State *L)
@@ -209,6 +211,9 @@ static int l_stallguard(lua_State *L)
  * @function stallguard:tick
  * @treturn boolean true while the guard runs, false once stopped (a tick
  *   on a stopped guard does nothing)
+ * @usage
+ * -- a program with a loop of its own: once per turn of it
+ * guard:tick()
  */
 static int l_tick(lua_State *L)
 {
@@ -237,6 +242,11 @@ static int l_tick(lua_State *L)
  * @treturn[1] true
  * @return[2] nil, message, errno (ENOENT when GLib is not loaded; EINVAL
  *   on a stopped guard)
+ * @usage
+ * -- lgi: every turn of GLib's main loop is a tick from now on
+ * local GLib = require("lgi").GLib
+ * assert(guard:glib())
+ * GLib.MainLoop():run()
  */
 static int l_glib(lua_State *L)
 {
@@ -266,6 +276,9 @@ static int l_glib(lua_State *L)
  * returns.
  * @function stallguard:idle
  * @treturn boolean true while the guard runs, false once stopped
+ * @usage
+ * -- Awesome: connected last to its "refresh" signal
+ * awesome.connect_signal("refresh", function() guard:idle() end)
  */
 static int l_idle(lua_State *L)
 {
@@ -284,6 +297,8 @@ static int l_idle(lua_State *L)
  * How many times this guard interrupted Lua (also after stop).
  * @function stallguard:stalls
  * @treturn integer
+ * @usage
+ * print(guard:stalls() .. " stalls interrupted")
  */
 static int l_stalls(lua_State *L)
 {
@@ -303,6 +318,8 @@ static int l_stalls(lua_State *L)
  * quarter of the limit.
  * @function stallguard:longest
  * @treturn number seconds
+ * @usage
+ * print(("the longest turn of the loop took %.3f s"):format(guard:longest()))
  */
 static int l_longest(lua_State *L)
 {
@@ -322,6 +339,9 @@ static int l_longest(lua_State *L)
  *   code back to the interpreter
  * @return[3] false, why: under a LuaJIT where that is not possible
  *   (LuaJIT 2.0 has no profiler); only interpreted code is interrupted then
+ * @usage
+ * local ok, why = guard:jit()
+ * if ok == false then print("compiled loops run on: " .. why) end
  */
 static int l_jit(lua_State *L)
 {
@@ -345,6 +365,9 @@ static int l_jit(lua_State *L)
  * @function stallguard:last
  * @treturn[1] string
  * @return[2] nil when Lua was never interrupted
+ * @usage
+ * local msg = guard:last()
+ * if msg then io.stderr:write(msg, "\n") end
  */
 static int l_last(lua_State *L)
 {
@@ -361,6 +384,8 @@ static int l_last(lua_State *L)
  * `__gc` and (Lua 5.4) `__close` do the same.
  * @function stallguard:stop
  * @treturn true
+ * @usage
+ * guard:stop()
  */
 static int l_stop(lua_State *L)
 {
