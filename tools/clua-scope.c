@@ -43,31 +43,19 @@
 #include <systemd/sd-bus.h>
 
 #include "sdnotify.h"
-
-#ifndef CLUA_VERSION
-#define CLUA_VERSION "unknown"
-#endif
+#include "toolmsg.h"
 
 /* ---- logging ------------------------------------------------------- */
 
-/* One line on stderr, "clua-scope: ...", in a single write(): the
- * command's own stderr is the same file. */
+/* One line on stderr, "clua-scope: ...". */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-	char line[1024];
-	int n = snprintf(line, sizeof line, "clua-scope: ");
 	va_list ap;
 
 	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	toolmsg_vsay("clua-scope", 0, fmt, ap);
 	va_end(ap);
-	if (n > (int)sizeof line - 2)
-		n = sizeof line - 2;
-	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0) {
-		/* nowhere left to report it */
-	}
 }
 
 /* ---- constants and usage ------------------------------------------- */

@@ -46,34 +46,20 @@
 #include <sys/wait.h>
 
 #include "sdnotify.h"
-
-#ifndef CLUA_VERSION
-#define CLUA_VERSION "unknown"
-#endif
+#include "toolmsg.h"
 
 /* ---- logging ------------------------------------------------------- */
 
-/* One line on stderr, "watchoutput: ...", written with a single write()
- * so it never interleaves with the child's relayed stderr.  Only when
- * stderr has room (poll() says so, and a line is shorter than PIPE_BUF):
- * a stderr nobody reads must not block us; the line is then lost. */
+/* One line on stderr, "watchoutput: ...", only when stderr has room: a
+ * stderr nobody reads must not block the relay. */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-	char line[1024];
-	int n = snprintf(line, sizeof line, "watchoutput: ");
 	va_list ap;
 
 	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	toolmsg_vsay("watchoutput", 1, fmt, ap);
 	va_end(ap);
-	if (n > (int)sizeof line - 2)
-		n = sizeof line - 2;
-	line[n++] = '\n';
-	if (poll(&(struct pollfd){ .fd = STDERR_FILENO, .events = POLLOUT }, 1, 0) == 1 &&
-	    write(STDERR_FILENO, line, n) < 0) {
-		/* nowhere left to report it */
-	}
 }
 
 #define LOG_ERRNO(call) say("%s: %s", (call), strerror(errno))

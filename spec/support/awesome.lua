@@ -6,7 +6,7 @@
 --    print(wm:client("return awesome.version"))   --> v4.3
 --    wm:stop()
 --
--- `start` runs `dbus-run-session -- spec/support/awesome-session`, which
+-- `start` runs `dbus-run-session -- spec/support/xvfb-session`, which
 -- starts Xvfb on a free display (`-displayfd`) and `awesome -c RC`, with
 -- LUA_PATH and LUA_CPATH pointing at this tree's lua/ and spec/ folders and at
 -- $CLUA_BUILD (Awesome on Debian 12 is built against Lua 5.3, so the specs
@@ -463,7 +463,7 @@ function harness.start(args)
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
     table.concat(assigns, " ") .. " " ..
     (args.etc and (args.etc:prefix() .. " ") or "") ..
-    "dbus-run-session -- sh " .. shq(root .. "/spec/support/awesome-session") .. " " ..
+    "dbus-run-session -- sh " .. shq(root .. "/spec/support/xvfb-session") .. " " ..
     shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
     " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
