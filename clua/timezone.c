@@ -272,6 +272,14 @@ static int look(const struct timezonewatch *w, struct zone *z)
 	return ok;
 }
 
+/* The zone reported from now on (the baseline, or a change read). */
+static void remember(struct timezonewatch *w, const struct zone *z)
+{
+	strcpy(w->zone, z->name);
+	w->hash = z->hash;
+	w->has_zone = 1;
+}
+
 static struct timezonewatch *check_timezonewatch(lua_State *L, int idx)
 {
 	return luaL_checkudata(L, idx, TIMEZONEWATCH_TNAME);
@@ -362,11 +370,8 @@ static int l_timezonewatch(lua_State *L)
 	strcpy(w->path, path);
 	/* The baseline after the watch exists: a change in between is then
 	 * reported rather than missed. */
-	if (look(w, &z)) {
-		strcpy(w->zone, z.name);
-		w->hash = z.hash;
-		w->has_zone = 1;
-	}
+	if (look(w, &z))
+		remember(w, &z);
 	return 1;
 }
 
@@ -462,9 +467,7 @@ static int read_event(lua_State *L, void *ud)
 	}
 	lua_pushstring(L, z.name);
 	lua_setfield(L, -2, "new");
-	strcpy(w->zone, z.name);
-	w->hash = z.hash;
-	w->has_zone = 1;
+	remember(w, &z);
 	return 1;
 }
 
