@@ -4,6 +4,7 @@
 -- reads that socket.  The real systemd user manager is in
 -- notify_systemd_spec.lua.
 local clua = require("clua")
+local checks = require("support.checks")
 local testkit = require("testkit")
 
 local ENV = { "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID" }
@@ -548,17 +549,10 @@ describe("clua notify argument checks", function()
 end)
 
 describe("clua notify module", function()
-  it("adds no globals", function()
-    local before = {}
-    for k in pairs(_G) do before[k] = true end
-    package.loaded.clua = nil
-    local fresh = require("clua")
+  it("adds no globals", checks.adds_no_globals(function(fresh)
     fresh.notify_watchdog()
     fresh.watchdog_usec()
-    for k in pairs(_G) do
-      assert.is_true(before[k] ~= nil, "new global " .. tostring(k))
-    end
-  end)
+  end))
 
   it("exposes every notify call as a function", function()
     for _, name in ipairs({ "notify", "notify_ready", "notify_reloading",

@@ -5,6 +5,7 @@
 -- on /etc/localtime itself with TZ unset.
 local clua = require("clua")
 local testkit = require("testkit")
+local checks = require("support.checks")
 local shell = require("support.shell")
 local private_etc = require("support.private_etc")
 
@@ -245,12 +246,8 @@ describe("clua.timezonewatch", function()
     assert.are.same({ old = "Etc/UTC", new = "Asia/Tokyo" }, w:wait(10))
   end)
 
-  it("closes idempotently, and __tostring says so", function()
-    local w = assert(clua.timezonewatch())
-    assert.is_true(w:close())
-    assert.is_true(w:close())
-    assert.are.equal("clua.timezonewatch (closed)", tostring(w))
-  end)
+  it("closes idempotently, and __tostring says so",
+    checks.closes_idempotently(clua.timezonewatch, "clua.timezonewatch"))
 
   it("raises on fd, zone, read and wait of a closed watch", function()
     local w = assert(clua.timezonewatch())
@@ -262,42 +259,15 @@ describe("clua.timezonewatch", function()
     end
   end)
 
-  local it_54 = _VERSION == "Lua 5.4" and it or function() end
-  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
-    local chunk = assert(load([[
-      local clua = ...
-      local kept
-      do
-        local w <close> = assert(clua.timezonewatch())
-        kept = w
-      end
-      return kept
-    ]]))
-    assert.are.equal("clua.timezonewatch (closed)", tostring(chunk(clua)))
-  end)
+  local it_54 = _VERSION >= "Lua 5.4" and it or function() end
+  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope",
+    checks.closes_on_scope_exit(clua, "timezonewatch", "clua.timezonewatch"))
 
-  it("leaves no fd behind after 1,000 watches closed and 1,000 collected", function()
-    collectgarbage("collect")
-    collectgarbage("collect")
-    local before = testkit.count_fds()
-    local held = {}
-    for i = 1, 10 do held[i] = assert(clua.timezonewatch()) end
-    assert.are.equal(before + 10, testkit.count_fds())
-    for i = 1, 10 do held[i]:close() end
-    for _ = 1, 1000 do
-      assert(clua.timezonewatch()):close()
-    end
-    assert.are.equal(before, testkit.count_fds())
-    -- in batches of 20: each watch is an inotify instance, and all the
-    -- processes of a user share 128 of them (fs.inotify.max_user_instances;
-    -- for root, systemd and every desktop daemon hold some)
-    for _ = 1, 50 do
-      for _ = 1, 20 do assert(clua.timezonewatch()) end
-      collectgarbage("collect")
-      collectgarbage("collect")
-    end
-    assert.are.equal(before, testkit.count_fds())
-  end)
+  -- Dropped in batches of 20: each watch is an inotify instance, and all
+  -- the processes of a user share 128 of them (fs.inotify.max_user_instances;
+  -- for root, systemd and every desktop daemon hold some).
+  it("leaves no fd behind after 1,000 watches closed and 1,000 collected",
+    checks.leaves_no_fd(clua.timezonewatch, 20))
 
   describe("bad arguments", function()
     it("raise for timezonewatch with a path that is not an absolute file path", function()

@@ -1,0 +1,93 @@
+--- Test bodies that several specs share, for what every clua userdata
+-- holding an fd and every clua function must do alike. Each returns the
+-- function given to busted's `it`, so the test's name stays in the spec:
+--
+--    local checks = require("support.checks")
+--    it("closes idempotently, and __tostring says so",
+--      checks.closes_idempotently(clua.clockwatch, "clua.clockwatch"))
+--
+-- Loaded by the unit specs under every Lua, so written for all of them.
+-- @module support.checks
+
+local assert = require("luassert")
+local testkit = require("testkit")
+
+local checks = {}
+
+--- Whether `exercise(fresh)` leaves _G as it found it; `fresh` is the clua
+-- module loaded again (so that loading is watched too), package.loaded
+-- restored afterwards.
+function checks.adds_no_globals(exercise)
+  return function()
+    local before = {}
+    for k in pairs(_G) do before[k] = true end
+    local saved = package.loaded.clua
+    package.loaded.clua = nil
+    local fresh = require("clua")
+    package.loaded.clua = saved
+    exercise(fresh)
+    for k in pairs(_G) do
+      assert.is_true(before[k], "new global " .. tostring(k))
+    end
+  end
+end
+
+--- close() twice returns true both times, and tostring says "(closed)".
+-- @param open makes one handle
+-- @param tname its type name ("clua.clockwatch")
+function checks.closes_idempotently(open, tname)
+  return function()
+    local h = assert(open())
+    assert.is_true(h:close())
+    assert.is_true(h:close())
+    assert.are.equal(tname .. " (closed)", tostring(h))
+  end
+end
+
+--- A Lua 5.4 `<close>` variable closes the handle at scope exit.
+-- Compiled with load(): older Lua cannot even parse `<close>`.
+-- @param ctor the name of the clua function making it ("clockwatch")
+-- @param tname its type name
+function checks.closes_on_scope_exit(clua, ctor, tname)
+  return function()
+    local chunk = assert(load(([[
+      local clua = ...
+      local kept
+      do
+        local h <close> = assert(clua.%s())
+        kept = h
+      end
+      return kept
+    ]]):format(ctor)))
+    assert.are.equal(tname .. " (closed)", tostring(chunk(clua)))
+  end
+end
+
+--- 1,000 handles closed and 1,000 dropped to the collector leave the fd
+-- count where it was, and count_fds does see open ones.
+-- @param open makes one handle
+-- @param batch how many are dropped between two collections: few enough
+-- that no limit on open handles is reached before the collector runs
+function checks.leaves_no_fd(open, batch)
+  return function()
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local before = testkit.count_fds()
+    local held = {}
+    for i = 1, 10 do held[i] = assert(open()) end
+    assert.are.equal(before + 10, testkit.count_fds())
+    for i = 1, 10 do held[i]:close() end
+    for _ = 1, 1000 do
+      assert(open()):close()
+    end
+    assert.are.equal(before, testkit.count_fds())
+    for _ = 1, 1000 / batch do
+      for _ = 1, batch do assert(open()) end
+      collectgarbage("collect")
+      collectgarbage("collect")
+    end
+    assert.are.equal(before, testkit.count_fds())
+  end
+end
+
+return checks
