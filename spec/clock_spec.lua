@@ -84,16 +84,9 @@ describe("clua.clockwatch", function()
   it("closes idempotently, and __tostring says so",
     checks.closes_idempotently(clua.clockwatch, "clua.clockwatch"))
 
-  it("raises on fd, read and wait of a closed watch", function()
-    local w = assert(clua.clockwatch())
-    w:close()
-    assert.has_error(function() w:fd() end)
-    assert.has_error(function() w:read() end)
-    assert.has_error(function() w:wait(0) end)
-    local ok, err = pcall(w.fd, w)
-    assert.is_false(ok)
-    assert.matches("clua.clockwatch is closed", err, 1, true)
-  end)
+  it("raises on fd, read and wait of a closed watch",
+    checks.raises_when_closed(clua.clockwatch, "clua.clockwatch",
+      { { "fd" }, { "read" }, { "wait", 0 } }))
 
   -- To-be-closed variables exist from Lua 5.4 on: before there is
   -- nothing to test, so no test (rather than a skip in every other stage).

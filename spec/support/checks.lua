@@ -44,6 +44,21 @@ function checks.closes_idempotently(open, tname)
   end
 end
 
+--- Every method named in `calls` raises "TNAME is closed" on a closed
+-- handle.
+-- @param calls a list of {method, args...}, as `{ "wait", 0 }`
+function checks.raises_when_closed(open, tname, calls)
+  return function()
+    local h = assert(open())
+    h:close()
+    for _, call in ipairs(calls) do
+      local ok, err = pcall(h[call[1]], h, select(2, (table.unpack or unpack)(call)))
+      assert.is_false(ok, call[1])
+      assert.matches(tname .. " is closed", err, 1, true)
+    end
+  end
+end
+
 --- A Lua 5.4 `<close>` variable closes the handle at scope exit.
 -- Compiled with load(): older Lua cannot even parse `<close>`.
 -- @param ctor the name of the clua function making it ("clockwatch")
