@@ -55,10 +55,7 @@ end
 -- or `data` as given.
 local function rewrite(z, name, data)
   assert(not run("test -L " .. shq(z.path)), "not on a symlink")
-  data = data or assert(shell.read_file(ZONEINFO .. name))
-  local f = assert(io.open(z.path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
+  shell.write_file(z.path, data or assert(shell.read_file(ZONEINFO .. name)))
 end
 
 local function watch(path)
