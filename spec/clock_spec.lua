@@ -81,23 +81,10 @@ describe("clua.clockwatch", function()
     assert.is_nil(result)
   end)
 
-  it("closes idempotently, and __tostring says so",
-    checks.closes_idempotently(clua.clockwatch, "clua.clockwatch"))
-
-  it("raises on fd, read and wait of a closed watch",
-    checks.raises_when_closed(clua.clockwatch, "clua.clockwatch",
-      { { "fd" }, { "read" }, { "wait", 0 } }))
-
-  -- To-be-closed variables exist from Lua 5.4 on: before there is
-  -- nothing to test, so no test (rather than a skip in every other stage).
-  local it_54 = _VERSION >= "Lua 5.4" and it or function() end
-  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope",
-    checks.closes_on_scope_exit(clua, "clockwatch", "clua.clockwatch"))
-
-  -- Dropped in batches of 100, so a soft limit of 1,024 fds (valgrind
-  -- takes some of it) cannot turn this into EMFILE before the collector runs.
-  it("leaves no fd behind after 1,000 watches closed and 1,000 collected",
-    checks.leaves_no_fd(clua.clockwatch, 100))
+  -- Watches are dropped in batches of 100, so a soft limit of 1,024 fds
+  -- (valgrind takes some of it) cannot turn this into EMFILE before the
+  -- collector runs.
+  checks.watch_lifecycle(it, clua, "clockwatch", { { "fd" }, { "read" }, { "wait", 0 } }, 100)
 
   it("wait(timeout) returns nil after the timeout when the clock does not change", function()
     local w = watch()

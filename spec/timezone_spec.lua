@@ -243,22 +243,12 @@ describe("clua.timezonewatch", function()
     assert.are.same({ old = "Etc/UTC", new = "Asia/Tokyo" }, w:wait(10))
   end)
 
-  it("closes idempotently, and __tostring says so",
-    checks.closes_idempotently(clua.timezonewatch, "clua.timezonewatch"))
-
-  it("raises on fd, zone, read and wait of a closed watch",
-    checks.raises_when_closed(clua.timezonewatch, "clua.timezonewatch",
-      { { "fd" }, { "zone" }, { "read" }, { "wait" } }))
-
-  local it_54 = _VERSION >= "Lua 5.4" and it or function() end
-  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope",
-    checks.closes_on_scope_exit(clua, "timezonewatch", "clua.timezonewatch"))
-
-  -- Dropped in batches of 20: each watch is an inotify instance, and all
-  -- the processes of a user share 128 of them (fs.inotify.max_user_instances;
-  -- for root, systemd and every desktop daemon hold some).
-  it("leaves no fd behind after 1,000 watches closed and 1,000 collected",
-    checks.leaves_no_fd(clua.timezonewatch, 20))
+  -- Watches are dropped in batches of 20: each is an inotify instance, and
+  -- all the processes of a user share 128 of them
+  -- (fs.inotify.max_user_instances; for root, systemd and every desktop
+  -- daemon hold some).
+  checks.watch_lifecycle(it, clua, "timezonewatch",
+    { { "fd" }, { "zone" }, { "read" }, { "wait" } }, 20)
 
   describe("bad arguments", function()
     it("raise for timezonewatch with a path that is not an absolute file path", function()

@@ -105,4 +105,30 @@ function checks.leaves_no_fd(open, batch)
   end
 end
 
+--- Defines, with `it`, the four tests of a watch's life every clua watch
+-- passes: closes idempotently, raises when closed, closes through a Lua 5.4
+-- `<close>` (from Lua 5.4 on: before there is nothing to test, so no test
+-- rather than a skip in every other stage), leaves no fd behind.
+-- @param it busted's `it`
+-- @param clua the module
+-- @param ctor the name of the function making a watch ("clockwatch")
+-- @param closed_calls the calls that must raise on a closed watch, in
+-- order, as for `raises_when_closed`
+-- @param batch as for `leaves_no_fd`
+function checks.watch_lifecycle(it, clua, ctor, closed_calls, batch)
+  local open, tname = clua[ctor], "clua." .. ctor
+  local names = {}
+  for i, call in ipairs(closed_calls) do names[i] = call[1] end
+  local listed = table.concat(names, ", ", 1, #names - 1) .. " and " .. names[#names]
+  it("closes idempotently, and __tostring says so", checks.closes_idempotently(open, tname))
+  it("raises on " .. listed .. " of a closed watch",
+    checks.raises_when_closed(open, tname, closed_calls))
+  if _VERSION >= "Lua 5.4" then
+    it("closes through __close when a Lua 5.4 <close> variable goes out of scope",
+      checks.closes_on_scope_exit(clua, ctor, tname))
+  end
+  it("leaves no fd behind after 1,000 watches closed and 1,000 collected",
+    checks.leaves_no_fd(open, batch))
+end
+
 return checks
