@@ -136,9 +136,19 @@ demo: deps
 	LUA_PATH="$(CURDIR)/spec/?.lua;;" LUA_CPATH="$(CURDIR)/build/lua5.3/?.so;;" \
 		lua5.3 demo/demo.lua
 
-# The API reference, from the LDoc comments in clua/*.c and lua/clua/*.lua.
+# The API reference, from the LDoc comments in clua/*.c and lua/clua/*.lua,
+# into doc/ (LDOCFLAGS="-d DIR" elsewhere). LDOC is LDoc's script, found on
+# PATH unless given. LDOC_LUA runs it rather than its own first line:
+# Debian's ldoc starts with `#!/usr/bin/env lua-any` and `Lua-Versions: 5.2
+# 5.1`, which picks Lua 5.2 when it is installed, while lua-markdown, which
+# turns the comments' markdown into HTML, is packaged for Lua 5.1 only.
+LDOC        ?= $(shell command -v ldoc)
+LDOC_LUA    ?= lua5.1
+LDOCFLAGS   ?=
+
 doc:
-	lua5.1 /usr/bin/ldoc .
+	@test -n "$(LDOC)" || { echo "make doc: ldoc not found on PATH (install lua-ldoc, or give LDOC=/path/to/ldoc)" >&2; exit 1; }
+	$(LDOC_LUA) $(LDOC) $(LDOCFLAGS) .
 
 check: deps
 	@spec/support/check

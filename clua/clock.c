@@ -31,7 +31,7 @@
  * @submodule clua
  */
 
-#define CLOCKWATCH "clua.clockwatch"
+#define CLOCKWATCH_TNAME "clua.clockwatch"
 
 struct clockwatch {
 	int fd;			/* -1 once closed, or before timerfd_create */
@@ -89,29 +89,19 @@ static int arm(int fd)
 	return timerfd_settime(fd, flags, &its, NULL);
 }
 
-static struct clockwatch *checkwatch(lua_State *L)
+static struct clockwatch *check_clockwatch(lua_State *L, int idx)
 {
-	return luaL_checkudata(L, 1, CLOCKWATCH);
+	return luaL_checkudata(L, idx, CLOCKWATCH_TNAME);
 }
 
 /* A watch a method may use: raises on a closed one. */
-static struct clockwatch *checkopen(lua_State *L)
+static struct clockwatch *check_open_clockwatch(lua_State *L, int idx)
 {
-	struct clockwatch *w = checkwatch(L);
+	struct clockwatch *w = check_clockwatch(L, idx);
 
 	if (w->fd < 0)
-		luaL_argerror(L, 1, "clua.clockwatch is closed");
+		luaL_argerror(L, idx, CLOCKWATCH_TNAME " is closed");
 	return w;
-}
-
-static void closewatch(struct clockwatch *w)
-{
-	if (w->fd >= 0) {
-		/* close(2) frees the fd even when it reports EINTR/EIO;
-		 * retrying could close an fd another thread just got. */
-		close(w->fd);
-		w->fd = -1;
-	}
 }
 
 /***
@@ -132,17 +122,15 @@ static int l_clockwatch(lua_State *L)
 	clua_checknargs(L, 0);
 	/* The metatable goes on before the fd exists, with fd = -1, so the
 	 * collector can finalise a watch whose creation failed half-way. */
-	w = lua_newuserdata(L, sizeof *w);
+	w = clua_newobject(L, sizeof *w, CLOCKWATCH_TNAME);
 	w->fd = -1;
-	w->real_off = w->boot_off = 0;
-	luaL_setmetatable(L, CLOCKWATCH);
 
 	w->fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (w->fd < 0)
 		return clua_pusherror(L, "timerfd_create", errno);
 	if (arm(w->fd) != 0) {
 		int err = errno;
-		closewatch(w);
+		clua_closefd(&w->fd);
 		return clua_pusherror(L, "timerfd_settime", err);
 	}
 	/* Baseline after arming: a change in between is then reported (with
@@ -162,7 +150,7 @@ static int l_clockwatch(lua_State *L)
  */
 static int l_fd(lua_State *L)
 {
-	struct clockwatch *w = checkopen(L);
+	struct clockwatch *w = check_open_clockwatch(L, 1);
 
 	clua_checknargs(L, 1);
 	lua_pushinteger(L, w->fd);
@@ -233,7 +221,7 @@ static int read_event(lua_State *L, struct clockwatch *w)
  */
 static int l_read(lua_State *L)
 {
-	struct clockwatch *w = checkopen(L);
+	struct clockwatch *w = check_open_clockwatch(L, 1);
 
 	clua_checknargs(L, 1);
 	return read_event(L, w);
@@ -263,7 +251,7 @@ static int read_event_cb(lua_State *L, void *ud)
  */
 static int l_wait(lua_State *L)
 {
-	struct clockwatch *w = checkopen(L);
+	struct clockwatch *w = check_open_clockwatch(L, 1);
 	double timeout = clua_optnumber(L, 2, 0, 0, HUGE_VAL, HUGE_VAL);
 
 	clua_checknargs(L, 2);
@@ -280,30 +268,25 @@ static int l_wait(lua_State *L)
 static int l_close(lua_State *L)
 {
 	clua_checknargs(L, 1);
-	closewatch(checkwatch(L));
+	clua_closefd(&check_clockwatch(L, 1)->fd);
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
 /* __gc and __close: no argument count check (__close gets the error too). */
-static int m_gc(lua_State *L)
+static int m_close(lua_State *L)
 {
-	closewatch(checkwatch(L));
+	clua_closefd(&check_clockwatch(L, 1)->fd);
 	return 0;
 }
 
 static int m_tostring(lua_State *L)
 {
-	struct clockwatch *w = checkwatch(L);
-
-	if (w->fd < 0)
-		lua_pushliteral(L, CLOCKWATCH " (closed)");
-	else
-		lua_pushfstring(L, CLOCKWATCH " (fd %d)", w->fd);
-	return 1;
+	return clua_pushfdobject(L, CLOCKWATCH_TNAME,
+				 check_clockwatch(L, 1)->fd);
 }
 
-static const luaL_Reg watch_methods[] = {
+static const luaL_Reg clockwatch_methods[] = {
 	{"fd", l_fd},
 	{"read", l_read},
 	{"wait", l_wait},
@@ -311,9 +294,9 @@ static const luaL_Reg watch_methods[] = {
 	{NULL, NULL}
 };
 
-static const luaL_Reg watch_meta[] = {
-	{"__gc", m_gc},
-	{"__close", m_gc},
+static const luaL_Reg clockwatch_meta[] = {
+	{"__gc", m_close},
+	{"__close", m_close},
 	{"__tostring", m_tostring},
 	{NULL, NULL}
 };
@@ -325,6 +308,6 @@ static const luaL_Reg clock_funcs[] = {
 
 void clua_open_clock(lua_State *L)
 {
-	clua_newclass(L, CLOCKWATCH, watch_methods, watch_meta);
+	clua_newclass(L, CLOCKWATCH_TNAME, clockwatch_methods, clockwatch_meta);
 	clua_register(L, clock_funcs);
 }

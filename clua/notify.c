@@ -64,6 +64,9 @@ static int send_with_status(lua_State *L, const char *prefix,
  * @treturn[1] boolean `true` sent, `false` no service manager
  *   (`NOTIFY_SOCKET` unset)
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * -- starting takes longer than TimeoutStartSec=: ask for 30 s more
+ * clua.notify("EXTEND_TIMEOUT_USEC=30000000")
  * @see sd_notify(3)
  */
 static int l_notify(lua_State *L)
@@ -86,6 +89,8 @@ static int l_notify(lua_State *L)
  * @tparam[opt] string status
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * local sent = clua.notify_ready("serving")   -- false when not a service
  * @see sd_notify(3)
  */
 static int l_notify_ready(lua_State *L)
@@ -108,6 +113,10 @@ static int l_notify_ready(lua_State *L)
  * @function notify_reloading
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * clua.notify_reloading()
+ * -- ... read the configuration again ...
+ * clua.notify_ready()
  * @see sd_notify(3)
  */
 static int l_notify_reloading(lua_State *L)
@@ -130,6 +139,8 @@ static int l_notify_reloading(lua_State *L)
  * @function notify_stopping
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * clua.notify_stopping()   -- then let go of what the process holds, and exit
  * @see sd_notify(3)
  */
 static int l_notify_stopping(lua_State *L)
@@ -149,6 +160,8 @@ static int l_notify_stopping(lua_State *L)
  * @tparam string text
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * clua.notify_status("3 jobs queued")   -- systemctl status: Status: "3 jobs queued"
  * @see sd_notify(3)
  */
 static int l_notify_status(lua_State *L)
@@ -166,6 +179,9 @@ static int l_notify_status(lua_State *L)
  * @function notify_watchdog
  * @treturn[1] boolean `true` sent, `false` no service manager
  * @return[2] nil, message, errno (`EAGAIN`: the manager's queue is full)
+ * @usage
+ * -- from a timer firing every half of watchdog_usec():
+ * clua.notify_watchdog()
  * @see sd_notify(3)
  * @see sd_watchdog_enabled(3)
  */
@@ -182,6 +198,9 @@ static int l_notify_watchdog(lua_State *L)
  * @treturn[1] integer microseconds
  * @treturn[2] nil no watchdog for this process
  * @return[3] nil, message, errno when the environment is malformed
+ * @usage
+ * local usec = clua.watchdog_usec()
+ * if usec then print(("a heartbeat every %g s"):format(usec / 2e6)) end
  * @see sd_watchdog_enabled(3)
  */
 static int l_watchdog_usec(lua_State *L)

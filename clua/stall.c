@@ -17,7 +17,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,11 +29,11 @@
  * @submodule clua
  */
 
-#define GUARD_TNAME "clua.stallguard"
+#define STALLGUARD_TNAME "clua.stallguard"
 #define LIMIT_MAX 86400.0		/* a day; also keeps ns within 64 bits */
 
 /* The userdata. Only the main thread reads or writes it. */
-struct guard {
+struct stallguard {
 	int running;
 	unsigned gen;		/* st.gen when started: a fork makes it stale */
 	int signo;
@@ -95,7 +94,7 @@ static lua_State *main_lua_thread(lua_State *L)
 #endif
 }
 
-static int guard_start(struct guard *g, lua_State *main, double limit)
+static int guard_start(struct stallguard *g, lua_State *main, double limit)
 {
 	struct stallwatch_config c;
 	int err;
@@ -129,7 +128,7 @@ static int guard_start(struct guard *g, lua_State *main, double limit)
 	return 0;
 }
 
-static void guard_stop(struct guard *g)
+static void guard_stop(struct stallguard *g)
 {
 	if (!g->running)
 		return;
@@ -145,14 +144,14 @@ static void guard_stop(struct guard *g)
 	__atomic_store_n(&st.busy, 0, __ATOMIC_RELEASE);
 }
 
-static int alive(const struct guard *g)
+static int alive(const struct stallguard *g)
 {
 	return g->running && g->gen == st.gen;
 }
 
-static struct guard *check_guard(lua_State *L)
+static struct stallguard *check_stallguard(lua_State *L, int idx)
 {
-	return luaL_checkudata(L, 1, GUARD_TNAME);
+	return luaL_checkudata(L, idx, STALLGUARD_TNAME);
 }
 
 /***
@@ -170,6 +169,8 @@ static struct guard *check_guard(lua_State *L)
  * @treturn[1] clua.stallguard a running guard
  * @return[2] nil, message, errno (EBUSY while another guard runs; EAGAIN
  *   when every real-time signal is taken)
+ * @usage
+ * local guard = assert(clua.stallguard(10))   -- 10 s of busy loop
  * @see pthread_kill(3)
  */
 static int l_stallguard(lua_State *L)
@@ -177,16 +178,14 @@ static int l_stallguard(lua_State *L)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	double limit = clua_checknumber(L, 1, 0, 1, LIMIT_MAX);
 	lua_State *main;
-	struct guard *g;
+	struct stallguard *g;
 	int err;
 
 	clua_checknargs(L, 1);
 	main = main_lua_thread(L);
 	pthread_once(&once, register_fork_handler);
-	g = lua_newuserdata(L, sizeof *g);
-	memset(g, 0, sizeof *g);
 	/* The metatable first: a guard collected half-built stops nothing. */
-	luaL_setmetatable(L, GUARD_TNAME);
+	g = clua_newobject(L, sizeof *g, STALLGUARD_TNAME);
 	if (__atomic_exchange_n(&st.busy, 1, __ATOMIC_ACQ_REL))
 		return clua_pusherror(L, "stallguard: a guard is already running",
 				      EBUSY);
@@ -212,10 +211,13 @@ static int l_stallguard(lua_State *L)
  * @function stallguard:tick
  * @treturn boolean true while the guard runs, false once stopped (a tick
  *   on a stopped guard does nothing)
+ * @usage
+ * -- a program with a loop of its own: once per turn of it
+ * guard:tick()
  */
 static int l_tick(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	clua_checknargs(L, 1);
 	if (alive(g))
@@ -240,10 +242,15 @@ static int l_tick(lua_State *L)
  * @treturn[1] true
  * @return[2] nil, message, errno (ENOENT when GLib is not loaded; EINVAL
  *   on a stopped guard)
+ * @usage
+ * -- lgi: every turn of GLib's main loop is a tick from now on
+ * local GLib = require("lgi").GLib
+ * assert(guard:glib())
+ * GLib.MainLoop():run()
  */
 static int l_glib(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 	const char *why = NULL;
 	int err;
 
@@ -269,10 +276,13 @@ static int l_glib(lua_State *L)
  * returns.
  * @function stallguard:idle
  * @treturn boolean true while the guard runs, false once stopped
+ * @usage
+ * -- Awesome: connected last to its "refresh" signal
+ * awesome.connect_signal("refresh", function() guard:idle() end)
  */
 static int l_idle(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	clua_checknargs(L, 1);
 	if (alive(g)) {
@@ -287,10 +297,12 @@ static int l_idle(lua_State *L)
  * How many times this guard interrupted Lua (also after stop).
  * @function stallguard:stalls
  * @treturn integer
+ * @usage
+ * print(guard:stalls() .. " stalls interrupted")
  */
 static int l_stalls(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	clua_checknargs(L, 1);
 	lua_pushinteger(L, g->stalls);
@@ -306,10 +318,12 @@ static int l_stalls(lua_State *L)
  * quarter of the limit.
  * @function stallguard:longest
  * @treturn number seconds
+ * @usage
+ * print(("the longest turn of the loop took %.3f s"):format(guard:longest()))
  */
 static int l_longest(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 	long long ns = alive(g) ? stallwatch_longest() : g->longest_ns;
 
 	clua_checknargs(L, 1);
@@ -325,10 +339,13 @@ static int l_longest(lua_State *L)
  *   code back to the interpreter
  * @return[3] false, why: under a LuaJIT where that is not possible
  *   (LuaJIT 2.0 has no profiler); only interpreted code is interrupted then
+ * @usage
+ * local ok, why = guard:jit()
+ * if ok == false then print("compiled loops run on: " .. why) end
  */
 static int l_jit(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	clua_checknargs(L, 1);
 	if (g->jit == 0) {
@@ -348,10 +365,13 @@ static int l_jit(lua_State *L)
  * @function stallguard:last
  * @treturn[1] string
  * @return[2] nil when Lua was never interrupted
+ * @usage
+ * local msg = guard:last()
+ * if msg then io.stderr:write(msg, "\n") end
  */
 static int l_last(lua_State *L)
 {
-	check_guard(L);
+	check_stallguard(L, 1);
 	clua_checknargs(L, 1);
 	lua_getfield(L, LUA_REGISTRYINDEX, STALL_LAST_KEY);
 	return 1;
@@ -364,10 +384,12 @@ static int l_last(lua_State *L)
  * `__gc` and (Lua 5.4) `__close` do the same.
  * @function stallguard:stop
  * @treturn true
+ * @usage
+ * guard:stop()
  */
 static int l_stop(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	clua_checknargs(L, 1);
 	guard_stop(g);
@@ -377,28 +399,28 @@ static int l_stop(lua_State *L)
 
 /* __gc and __close: like stop, but without the argument count check
  * (__close gets the error object too). */
-static int m_release(lua_State *L)
+static int m_close(lua_State *L)
 {
-	guard_stop(check_guard(L));
+	guard_stop(check_stallguard(L, 1));
 	return 0;
 }
 
 static int m_tostring(lua_State *L)
 {
-	struct guard *g = check_guard(L);
+	struct stallguard *g = check_stallguard(L, 1);
 
 	if (alive(g))
-		lua_pushfstring(L, GUARD_TNAME " (limit %f s, signal %d%s)",
+		lua_pushfstring(L, STALLGUARD_TNAME " (limit %f s, signal %d%s)",
 				(lua_Number)g->limit, g->signo,
 				!mainloop_following() ? ""
 				: mainloop_host_poll() ? ", GLib host poll"
 				: ", GLib");
 	else
-		lua_pushliteral(L, GUARD_TNAME " (stopped)");
+		lua_pushliteral(L, STALLGUARD_TNAME " (stopped)");
 	return 1;
 }
 
-static const luaL_Reg guard_methods[] = {
+static const luaL_Reg stallguard_methods[] = {
 	{"tick", l_tick},
 	{"glib", l_glib},
 	{"idle", l_idle},
@@ -410,11 +432,9 @@ static const luaL_Reg guard_methods[] = {
 	{NULL, NULL}
 };
 
-static const luaL_Reg guard_meta[] = {
-	{"__gc", m_release},
-#if LUA_VERSION_NUM >= 504
-	{"__close", m_release},
-#endif
+static const luaL_Reg stallguard_meta[] = {
+	{"__gc", m_close},
+	{"__close", m_close},
 	{"__tostring", m_tostring},
 	{NULL, NULL}
 };
@@ -426,6 +446,7 @@ static const luaL_Reg stall_funcs[] = {
 
 void clua_open_stall(lua_State *L)
 {
-	clua_newclass(L, GUARD_TNAME, guard_methods, guard_meta);
+	clua_newclass(L, STALLGUARD_TNAME, stallguard_methods,
+		       stallguard_meta);
 	clua_register(L, stall_funcs);
 }

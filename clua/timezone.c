@@ -48,7 +48,7 @@
  * @submodule clua
  */
 
-#define TZWATCH "clua.timezonewatch"
+#define TIMEZONEWATCH_TNAME "clua.timezonewatch"
 #define LOCALTIME "/etc/localtime"
 #define ZONEINFO "/usr/share/zoneinfo/"
 
@@ -59,7 +59,7 @@
 /* Larger than any zone file (a few KiB); a bigger file is not one. */
 #define ZONE_MAX (1 << 20)
 
-struct tzwatch {
+struct timezonewatch {
 	int fd;			/* -1 once closed, or before inotify_init1 */
 	size_t base;		/* offset of the file name in path */
 	int has_zone;		/* zone and hash describe the last zone seen */
@@ -205,7 +205,8 @@ static int add_components(char *out, size_t *n, const char *s)
  * folder and cleaned up (timedatectl writes "../usr/share/zoneinfo/X"),
  * then relative to /usr/share/zoneinfo when below it ("Asia/Tokyo"), else
  * the absolute path. Either is a valid TZ value. */
-static int link_name(const struct tzwatch *w, const char *target, char *out)
+static int link_name(const struct timezonewatch *w, const char *target,
+		     char *out)
 {
 	size_t n = 0;
 
@@ -230,7 +231,7 @@ static int link_name(const struct tzwatch *w, const char *target, char *out)
 /* Looks at the watched file. Returns 1 and fills z when it holds a whole
  * zone, 0 when it does not (missing, a dangling symlink, half-written,
  * unreadable). */
-static int look(const struct tzwatch *w, struct zone *z)
+static int look(const struct timezonewatch *w, struct zone *z)
 {
 	struct stat st;
 	unsigned char *buf;
@@ -271,29 +272,27 @@ static int look(const struct tzwatch *w, struct zone *z)
 	return ok;
 }
 
-static struct tzwatch *checkwatch(lua_State *L)
+/* The zone reported from now on (the baseline, or a change read). */
+static void remember(struct timezonewatch *w, const struct zone *z)
 {
-	return luaL_checkudata(L, 1, TZWATCH);
+	strcpy(w->zone, z->name);
+	w->hash = z->hash;
+	w->has_zone = 1;
+}
+
+static struct timezonewatch *check_timezonewatch(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, TIMEZONEWATCH_TNAME);
 }
 
 /* A watch a method may use: raises on a closed one. */
-static struct tzwatch *checkopen(lua_State *L)
+static struct timezonewatch *check_open_timezonewatch(lua_State *L, int idx)
 {
-	struct tzwatch *w = checkwatch(L);
+	struct timezonewatch *w = check_timezonewatch(L, idx);
 
 	if (w->fd < 0)
-		luaL_argerror(L, 1, "clua.timezonewatch is closed");
+		luaL_argerror(L, idx, TIMEZONEWATCH_TNAME " is closed");
 	return w;
-}
-
-static void closewatch(struct tzwatch *w)
-{
-	if (w->fd >= 0) {
-		/* close(2) frees the fd even when it reports EINTR/EIO;
-		 * retrying could close an fd another thread just got. */
-		close(w->fd);
-		w->fd = -1;
-	}
 }
 
 /* The path argument: absolute, with a file name, no NUL, fits PATH_MAX. */
@@ -344,7 +343,7 @@ static const char *checkpath(lua_State *L, int arg, size_t *base)
  */
 static int l_timezonewatch(lua_State *L)
 {
-	struct tzwatch *w;
+	struct timezonewatch *w;
 	struct zone z;
 	size_t base;
 	const char *path;
@@ -353,14 +352,10 @@ static int l_timezonewatch(lua_State *L)
 	path = checkpath(L, 1, &base);
 	/* The metatable goes on before the fd exists, with fd = -1, so the
 	 * collector can finalise a watch whose creation failed half-way. */
-	w = lua_newuserdata(L, sizeof *w);
+	w = clua_newobject(L, sizeof *w, TIMEZONEWATCH_TNAME);
 	w->fd = -1;
-	w->has_zone = 0;
-	w->hash = 0;
-	w->zone[0] = '\0';
 	strcpy(w->path, path);
 	w->base = base;
-	luaL_setmetatable(L, TZWATCH);
 
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->fd < 0)
@@ -369,17 +364,14 @@ static int l_timezonewatch(lua_State *L)
 	w->path[base > 1 ? base - 1 : base] = '\0';
 	if (inotify_add_watch(w->fd, w->path, WATCH_MASK) < 0) {
 		int err = errno;
-		closewatch(w);
+		clua_closefd(&w->fd);
 		return clua_pusherror(L, "inotify_add_watch", err);
 	}
 	strcpy(w->path, path);
 	/* The baseline after the watch exists: a change in between is then
 	 * reported rather than missed. */
-	if (look(w, &z)) {
-		strcpy(w->zone, z.name);
-		w->hash = z.hash;
-		w->has_zone = 1;
-	}
+	if (look(w, &z))
+		remember(w, &z);
 	return 1;
 }
 
@@ -394,7 +386,7 @@ static int l_timezonewatch(lua_State *L)
  */
 static int l_fd(lua_State *L)
 {
-	struct tzwatch *w = checkopen(L);
+	struct timezonewatch *w = check_open_timezonewatch(L, 1);
 
 	clua_checknargs(L, 1);
 	lua_pushinteger(L, w->fd);
@@ -412,7 +404,7 @@ static int l_fd(lua_State *L)
  */
 static int l_zone(lua_State *L)
 {
-	struct tzwatch *w = checkopen(L);
+	struct timezonewatch *w = check_open_timezonewatch(L, 1);
 
 	clua_checknargs(L, 1);
 	if (w->has_zone)
@@ -425,7 +417,7 @@ static int l_zone(lua_State *L)
 /* Reads every queued event. Returns 1 when one may concern the file (its
  * name, or an event without a name: queue overflow, watch gone), 0 when
  * none does, -errno on failure. */
-static int drain(struct tzwatch *w)
+static int drain(struct timezonewatch *w)
 {
 	char buf[4096]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
@@ -457,7 +449,7 @@ static int drain(struct tzwatch *w)
 /* read() and wait() share this: nil, an event table, or an OS error. */
 static int read_event(lua_State *L, void *ud)
 {
-	struct tzwatch *w = ud;
+	struct timezonewatch *w = ud;
 	struct zone z;
 	int r = drain(w);
 
@@ -475,9 +467,7 @@ static int read_event(lua_State *L, void *ud)
 	}
 	lua_pushstring(L, z.name);
 	lua_setfield(L, -2, "new");
-	strcpy(w->zone, z.name);
-	w->hash = z.hash;
-	w->has_zone = 1;
+	remember(w, &z);
 	return 1;
 }
 
@@ -502,7 +492,7 @@ static int read_event(lua_State *L, void *ud)
  */
 static int l_read(lua_State *L)
 {
-	struct tzwatch *w = checkopen(L);
+	struct timezonewatch *w = check_open_timezonewatch(L, 1);
 
 	clua_checknargs(L, 1);
 	return read_event(L, w);
@@ -523,7 +513,7 @@ static int l_read(lua_State *L)
  */
 static int l_wait(lua_State *L)
 {
-	struct tzwatch *w = checkopen(L);
+	struct timezonewatch *w = check_open_timezonewatch(L, 1);
 	double timeout = clua_optnumber(L, 2, 0, 0, HUGE_VAL, HUGE_VAL);
 
 	clua_checknargs(L, 2);
@@ -540,27 +530,22 @@ static int l_wait(lua_State *L)
 static int l_close(lua_State *L)
 {
 	clua_checknargs(L, 1);
-	closewatch(checkwatch(L));
+	clua_closefd(&check_timezonewatch(L, 1)->fd);
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
 /* __gc and __close: no argument count check (__close gets the error too). */
-static int m_gc(lua_State *L)
+static int m_close(lua_State *L)
 {
-	closewatch(checkwatch(L));
+	clua_closefd(&check_timezonewatch(L, 1)->fd);
 	return 0;
 }
 
 static int m_tostring(lua_State *L)
 {
-	struct tzwatch *w = checkwatch(L);
-
-	if (w->fd < 0)
-		lua_pushliteral(L, TZWATCH " (closed)");
-	else
-		lua_pushfstring(L, TZWATCH " (fd %d)", w->fd);
-	return 1;
+	return clua_pushfdobject(L, TIMEZONEWATCH_TNAME,
+				 check_timezonewatch(L, 1)->fd);
 }
 
 /***
@@ -615,7 +600,7 @@ static int l_tzset(lua_State *L)
 	return 1;
 }
 
-static const luaL_Reg watch_methods[] = {
+static const luaL_Reg timezonewatch_methods[] = {
 	{"fd", l_fd},
 	{"zone", l_zone},
 	{"read", l_read},
@@ -624,9 +609,9 @@ static const luaL_Reg watch_methods[] = {
 	{NULL, NULL}
 };
 
-static const luaL_Reg watch_meta[] = {
-	{"__gc", m_gc},
-	{"__close", m_gc},
+static const luaL_Reg timezonewatch_meta[] = {
+	{"__gc", m_close},
+	{"__close", m_close},
 	{"__tostring", m_tostring},
 	{NULL, NULL}
 };
@@ -639,6 +624,7 @@ static const luaL_Reg timezone_funcs[] = {
 
 void clua_open_timezone(lua_State *L)
 {
-	clua_newclass(L, TZWATCH, watch_methods, watch_meta);
+	clua_newclass(L, TIMEZONEWATCH_TNAME, timezonewatch_methods,
+		       timezonewatch_meta);
 	clua_register(L, timezone_funcs);
 }

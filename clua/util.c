@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -147,6 +148,34 @@ void clua_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
 	lua_pushstring(L, tname);
 	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
+}
+
+void *clua_newobject(lua_State *L, size_t size, const char *tname)
+{
+	void *obj = lua_newuserdata(L, size);
+
+	memset(obj, 0, size);
+	luaL_setmetatable(L, tname);
+	return obj;
+}
+
+void clua_closefd(int *fd)
+{
+	if (*fd >= 0) {
+		/* close(2) frees the fd even when it reports EINTR/EIO;
+		 * retrying could close an fd another thread just got. */
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+int clua_pushfdobject(lua_State *L, const char *tname, int fd)
+{
+	if (fd < 0)
+		lua_pushfstring(L, "%s (closed)", tname);
+	else
+		lua_pushfstring(L, "%s (fd %d)", tname, fd);
+	return 1;
 }
 
 static int64_t monotonic_ns(void)

@@ -47,11 +47,40 @@ double clua_optnumber(lua_State *L, int arg, double min, int min_open,
  * err; returns 3 for use as `return clua_pusherror(L, "read", errno);`. */
 int clua_pusherror(lua_State *L, const char *what, int err);
 
+/* The userdata types (clockwatch, timezonewatch, stallguard) share one
+ * layout, file by file:
+ *  - #define <TYPE>_TNAME "clua.<type>", the metatable's name, also what
+ *    getmetatable() and __tostring show;
+ *  - check_<type>(L, idx), luaL_checkudata on it, and where methods refuse
+ *    a closed object check_open_<type>(L, idx), raising "<tname> is closed";
+ *  - one release function m_close, idempotent, serving __gc and __close
+ *    (no argument count check: __close also gets the error object); the
+ *    Lua method (close, stop) calls the same release after its checks;
+ *  - <type>_methods and <type>_meta luaL_Reg tables ({"__gc", m_close},
+ *    {"__close", m_close}, {"__tostring", m_tostring}), registered by
+ *    clua_newclass in clua_open_<file>. __close is registered under every
+ *    Lua: 5.4 and later call it for a to-be-closed variable, older ones and
+ *    LuaJIT never look it up. */
+
 /* Registers a userdata type: a metatable named tname holding meta (which
  * should hold __gc and friends) plus __index = methods and __name. Leaves
  * nothing on the stack. */
 void clua_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
 		   const luaL_Reg *meta);
+
+/* Pushes a new userdata of size bytes, zeroed, with tname's metatable
+ * already set: the collector can then finalise an object whose creation
+ * fails half-way, so a constructor calls this before it acquires anything
+ * (and marks what it holds as not held yet, such as fd = -1, before its
+ * next Lua call). */
+void *clua_newobject(lua_State *L, size_t size, const char *tname);
+
+/* Closes *fd unless it is already closed (-1), then sets it to -1. */
+void clua_closefd(int *fd);
+
+/* __tostring of an object holding one fd: pushes "tname (fd N)", or
+ * "tname (closed)" when fd is -1; returns 1. */
+int clua_pushfdobject(lua_State *L, const char *tname, int fd);
 
 /* The body of a watch's wait() method (clockwatch, timezonewatch): blocks
  * in ppoll(2) until fd turns readable or timeout seconds (HUGE_VAL: for
