@@ -113,19 +113,9 @@ describe("clua.clockwatch", function()
         .. "%(no more than 0 arguments expected, got 1%)", err)
     end)
 
-    it("raise for methods called on something other than a watch", function()
-      for _, name in ipairs({ "fd", "read", "wait", "close" }) do
-        local method = w[name]
-        for _, bad in ipairs({ 1, "x", {}, io.stdout }) do
-          local ok, err = pcall(method, bad)
-          assert.is_false(ok)
-          assert.matches("clua.clockwatch expected", err, 1, true)
-        end
-        local ok, err = pcall(method)
-        assert.is_false(ok)
-        assert.matches("clua.clockwatch expected", err, 1, true)
-      end
-    end)
+    it("raise for methods called on something other than a watch",
+      checks.methods_check_self(clua.clockwatch, "clua.clockwatch",
+        { "fd", "read", "wait", "close" }))
 
     it("raise for methods with surplus arguments", function()
       assert.has_error(function() w:fd(1) end)

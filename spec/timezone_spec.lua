@@ -285,19 +285,9 @@ describe("clua.timezonewatch", function()
         .. "%(no more than 0 arguments expected, got 1%)", err)
     end)
 
-    it("raise for methods called on something other than a watch", function()
-      local w = watch()
-      for _, name in ipairs { "fd", "zone", "read", "wait", "close" } do
-        for _, bad in ipairs { 1, "x", {}, io.stdout, assert(clua.clockwatch()) } do
-          local ok, err = pcall(w[name], bad)
-          assert.is_false(ok)
-          assert.matches("clua.timezonewatch expected", err, 1, true)
-        end
-        local ok, err = pcall(w[name])
-        assert.is_false(ok)
-        assert.matches("clua.timezonewatch expected", err, 1, true)
-      end
-    end)
+    it("raise for methods called on something other than a watch",
+      checks.methods_check_self(clua.timezonewatch, "clua.timezonewatch",
+        { "fd", "zone", "read", "wait", "close" }, clua.clockwatch))
 
     it("raise for methods with surplus arguments, and for wait with a bad timeout", function()
       local w = watch()

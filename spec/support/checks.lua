@@ -59,6 +59,28 @@ function checks.raises_when_closed(open, tname, calls)
   end
 end
 
+--- Every method named raises "TNAME expected" when called on 1, "x", {},
+-- io.stdout, a handle `other()` makes (when given), or on nothing.
+function checks.methods_check_self(open, tname, names, other)
+  return function()
+    local h = assert(open())
+    local others = { 1, "x", {}, io.stdout }
+    if other then others[#others + 1] = assert(other()) end
+    for _, name in ipairs(names) do
+      for _, bad in ipairs(others) do
+        local ok, err = pcall(h[name], bad)
+        assert.is_false(ok)
+        assert.matches(tname .. " expected", err, 1, true)
+      end
+      local ok, err = pcall(h[name])
+      assert.is_false(ok)
+      assert.matches(tname .. " expected", err, 1, true)
+    end
+    h:close()
+    if other then others[#others]:close() end
+  end
+end
+
 --- A Lua 5.4 `<close>` variable closes the handle at scope exit.
 -- Compiled with load(): older Lua cannot even parse `<close>`.
 -- @param ctor the name of the clua function making it ("clockwatch")
