@@ -34,6 +34,8 @@ local shell = require("support.shell")
 lib.shq = shell.quote
 lib.readfile = shell.read_file
 lib.writefile = shell.write_file
+--- The state letter of a process and its parent pid (nil: no such process).
+lib.proc_stat = shell.proc_stat
 
 --- Runs a shell command; returns its stdout and whether it succeeded.
 function lib.sh(cmd)

@@ -28,8 +28,7 @@ local function reaper(arm)
 end
 
 local function is_zombie(pid)
-  local s = lib.readfile("/proc/" .. pid .. "/stat")
-  return s ~= nil and s:match("%) (%S)") == "Z"
+  return lib.proc_stat(pid) == "Z"
 end
 
 -- One wave: up to n children, all zombies before the clock starts.

@@ -5,6 +5,7 @@
 -- without accepting what a bug would produce.
 local clua = require("clua")
 local testkit = require("testkit")
+local checks = require("support.checks")
 
 local EPERM = 1
 
@@ -80,69 +81,10 @@ describe("clua.clockwatch", function()
     assert.is_nil(result)
   end)
 
-  it("closes idempotently, and __tostring says so", function()
-    local w = assert(clua.clockwatch())
-    assert.is_true(w:close())
-    assert.is_true(w:close())
-    assert.are.equal("clua.clockwatch (closed)", tostring(w))
-  end)
-
-  it("raises on fd, read and wait of a closed watch", function()
-    local w = assert(clua.clockwatch())
-    w:close()
-    assert.has_error(function() w:fd() end)
-    assert.has_error(function() w:read() end)
-    assert.has_error(function() w:wait(0) end)
-    local ok, err = pcall(w.fd, w)
-    assert.is_false(ok)
-    assert.matches("clua.clockwatch is closed", err, 1, true)
-  end)
-
-  -- To-be-closed variables exist from Lua 5.4 on: before there is
-  -- nothing to test, so no test (rather than a skip in every other stage).
-  local it_54 = _VERSION >= "Lua 5.4" and it or function() end
-  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
-    local chunk = assert(load([[
-      local clua = ...
-      local kept
-      do
-        local w <close> = assert(clua.clockwatch())
-        kept = w
-      end
-      return kept
-    ]]))
-    assert.are.equal("clua.clockwatch (closed)", tostring(chunk(clua)))
-  end)
-
-  it("leaves no fd behind after 1,000 watches closed and 1,000 collected", function()
-    collectgarbage("collect")
-    collectgarbage("collect")
-    local before = testkit.count_fds()
-
-    -- count_fds does see open watches
-    local held = {}
-    for i = 1, 10 do held[i] = assert(clua.clockwatch()) end
-    assert.are.equal(before + 10, testkit.count_fds())
-    for i = 1, 10 do held[i]:close() end
-
-    for _ = 1, 1000 do
-      local w = assert(clua.clockwatch())
-      w:close()
-    end
-    assert.are.equal(before, testkit.count_fds())
-
-    -- Dropped in batches of 100, so a soft limit of 1,024 fds (valgrind
-    -- takes some of it) cannot turn this into EMFILE before the collector
-    -- runs.
-    for _ = 1, 10 do
-      for _ = 1, 100 do
-        assert(clua.clockwatch())
-      end
-      collectgarbage("collect")
-      collectgarbage("collect")
-    end
-    assert.are.equal(before, testkit.count_fds())
-  end)
+  -- Watches are dropped in batches of 100, so a soft limit of 1,024 fds
+  -- (valgrind takes some of it) cannot turn this into EMFILE before the
+  -- collector runs.
+  checks.watch_lifecycle(it, clua, "clockwatch", { { "fd" }, { "read" }, { "wait", 0 } }, 100)
 
   it("wait(timeout) returns nil after the timeout when the clock does not change", function()
     local w = watch()
@@ -171,19 +113,9 @@ describe("clua.clockwatch", function()
         .. "%(no more than 0 arguments expected, got 1%)", err)
     end)
 
-    it("raise for methods called on something other than a watch", function()
-      for _, name in ipairs({ "fd", "read", "wait", "close" }) do
-        local method = w[name]
-        for _, bad in ipairs({ 1, "x", {}, io.stdout }) do
-          local ok, err = pcall(method, bad)
-          assert.is_false(ok)
-          assert.matches("clua.clockwatch expected", err, 1, true)
-        end
-        local ok, err = pcall(method)
-        assert.is_false(ok)
-        assert.matches("clua.clockwatch expected", err, 1, true)
-      end
-    end)
+    it("raise for methods called on something other than a watch",
+      checks.methods_check_self(clua.clockwatch, "clua.clockwatch",
+        { "fd", "read", "wait", "close" }))
 
     it("raise for methods with surplus arguments", function()
       assert.has_error(function() w:fd(1) end)
@@ -201,22 +133,13 @@ describe("clua.clockwatch", function()
     end)
   end)
 
-  it("adds no globals", function()
-    local before = {}
-    for k in pairs(_G) do before[k] = true end
-    local loaded = package.loaded.clua
-    package.loaded.clua = nil
-    local fresh = require("clua")
-    package.loaded.clua = loaded
+  it("adds no globals", checks.adds_no_globals(function(fresh)
     local w = assert(fresh.clockwatch())
     w:read()
     w:wait(0)
     tostring(w)
     w:close()
-    for k in pairs(_G) do
-      assert.is_true(before[k], "new global " .. tostring(k))
-    end
-  end)
+  end))
 
   describe("on a clock change", function()
     it("turns readable; read returns the change once, then nil", function()

@@ -4,6 +4,7 @@
 -- reads that socket.  The real systemd user manager is in
 -- notify_systemd_spec.lua.
 local clua = require("clua")
+local checks = require("support.checks")
 local testkit = require("testkit")
 
 local ENV = { "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID" }
@@ -98,30 +99,29 @@ for _, kind in ipairs({ "path", "abstract" }) do
       return got
     end
 
+    -- Calls f(...), which must return true, and asserts the one datagram
+    -- it sent.
+    local function sends(want, f, ...)
+      assert.is_true(f(...))
+      assert.equal(want, sent())
+    end
+
     it("notify sends the state unchanged", function()
-      assert.is_true(clua.notify("READY=1"))
-      assert.equal("READY=1", sent())
-      assert.is_true(clua.notify("STATUS=a b\nERRNO=2\n"))
-      assert.equal("STATUS=a b\nERRNO=2\n", sent())
-      assert.is_true(clua.notify("EXTEND_TIMEOUT_USEC=5000000"))
-      assert.equal("EXTEND_TIMEOUT_USEC=5000000", sent())
+      sends("READY=1", clua.notify, "READY=1")
+      sends("STATUS=a b\nERRNO=2\n", clua.notify, "STATUS=a b\nERRNO=2\n")
+      sends("EXTEND_TIMEOUT_USEC=5000000", clua.notify, "EXTEND_TIMEOUT_USEC=5000000")
     end)
 
     it("notify sends a state of exactly 4096 bytes", function()
       local state = "STATUS=" .. ("x"):rep(4096 - 7)
-      assert.is_true(clua.notify(state))
-      assert.equal(state, sent())
+      sends(state, clua.notify, state)
     end)
 
     it("notify_ready sends READY=1, with a STATUS= line when given one", function()
-      assert.is_true(clua.notify_ready())
-      assert.equal("READY=1", sent())
-      assert.is_true(clua.notify_ready(nil))
-      assert.equal("READY=1", sent())
-      assert.is_true(clua.notify_ready("up, 3 screens"))
-      assert.equal("READY=1\nSTATUS=up, 3 screens", sent())
-      assert.is_true(clua.notify_ready("up\nSTOPPING=1"))
-      assert.equal("READY=1\nSTATUS=up STOPPING=1", sent())
+      sends("READY=1", clua.notify_ready)
+      sends("READY=1", clua.notify_ready, nil)
+      sends("READY=1\nSTATUS=up, 3 screens", clua.notify_ready, "up, 3 screens")
+      sends("READY=1\nSTATUS=up STOPPING=1", clua.notify_ready, "up\nSTOPPING=1")
     end)
 
     it("notify_reloading sends RELOADING=1 and the CLOCK_MONOTONIC time", function()
@@ -136,20 +136,16 @@ for _, kind in ipairs({ "path", "abstract" }) do
     end)
 
     it("notify_stopping sends STOPPING=1", function()
-      assert.is_true(clua.notify_stopping())
-      assert.equal("STOPPING=1", sent())
+      sends("STOPPING=1", clua.notify_stopping)
     end)
 
     it("notify_status sends STATUS=text", function()
-      assert.is_true(clua.notify_status("fetching mail: 3 of 10"))
-      assert.equal("STATUS=fetching mail: 3 of 10", sent())
-      assert.is_true(clua.notify_status(""))
-      assert.equal("STATUS=", sent())
+      sends("STATUS=fetching mail: 3 of 10", clua.notify_status, "fetching mail: 3 of 10")
+      sends("STATUS=", clua.notify_status, "")
     end)
 
     it("notify_watchdog sends WATCHDOG=1", function()
-      assert.is_true(clua.notify_watchdog())
-      assert.equal("WATCHDOG=1", sent())
+      sends("WATCHDOG=1", clua.notify_watchdog)
     end)
 
     it("leaves NOTIFY_SOCKET set after every call", function()
@@ -548,17 +544,10 @@ describe("clua notify argument checks", function()
 end)
 
 describe("clua notify module", function()
-  it("adds no globals", function()
-    local before = {}
-    for k in pairs(_G) do before[k] = true end
-    package.loaded.clua = nil
-    local fresh = require("clua")
+  it("adds no globals", checks.adds_no_globals(function(fresh)
     fresh.notify_watchdog()
     fresh.watchdog_usec()
-    for k in pairs(_G) do
-      assert.is_true(before[k] ~= nil, "new global " .. tostring(k))
-    end
-  end)
+  end))
 
   it("exposes every notify call as a function", function()
     for _, name in ipairs({ "notify", "notify_ready", "notify_reloading",

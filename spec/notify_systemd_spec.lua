@@ -3,6 +3,7 @@
 -- script using clua (spec/fixtures/notify_unit.lua), and what systemd makes
 -- of each message.
 local systemd = require("support.systemd")
+local shell = require("support.shell")
 local testkit = require("testkit")
 
 local root = os.getenv("CLUA_ROOT") or "."
@@ -37,7 +38,7 @@ describe("clua notify under a real systemd --user #integration", function()
   -- file there.
   local function unit(name, service_lines, steps)
     local dir = mgr.dir .. "/" .. name
-    assert(require("support.shell").run("mkdir -p " .. dir))
+    assert(shell.run("mkdir -p " .. shell.quote(dir)))
     mgr:install_unit(name .. ".service", table.concat({
       "[Unit]",
       "Description=clua notify spec: " .. name,
@@ -52,16 +53,10 @@ describe("clua notify under a real systemd --user #integration", function()
       "",
     }, "\n"))
     local function touch(file, text)
-      local f = assert(io.open(dir .. "/" .. file, "wb"))
-      f:write(text or "")
-      f:close()
+      shell.write_file(dir .. "/" .. file, text or "")
     end
     local function read(file)
-      local f = io.open(dir .. "/" .. file, "rb")
-      if not f then return nil end
-      local s = f:read("*a")
-      f:close()
-      return s
+      return shell.read_file(dir .. "/" .. file)
     end
     return touch, read
   end
@@ -194,28 +189,29 @@ describe("clua notify under a real systemd --user #integration", function()
       assert.equal("success", show("nonchar", "Result"))
     end)
 
-  it_sd("notify_stopping moves the unit to deactivating", function()
-    local touch = unit("stopping", "", "ready wait:go stopping wait:exit")
-    mgr:start("stopping.service")
-    wait("stopping", "ActiveState", "active", 10)
-    touch("go")
-    wait("stopping", "ActiveState", "deactivating", 5)
+  -- Starts unit `name` running `steps` and waits until it is active; then,
+  -- for each {file, state} of `path`, creates the file and waits for that
+  -- ActiveState; at last creates "exit" and asserts a clean end.
+  local function walk(name, steps, path)
+    local touch = unit(name, "", steps)
+    mgr:start(name .. ".service")
+    wait(name, "ActiveState", "active", 10)
+    for _, step in ipairs(path) do
+      touch(step[1])
+      wait(name, "ActiveState", step[2], 5)
+    end
     touch("exit")
-    wait("stopping", "ActiveState", "inactive", 10)
-    assert.equal("success", show("stopping", "Result"))
+    wait(name, "ActiveState", "inactive", 10)
+    assert.equal("success", show(name, "Result"))
+  end
+
+  it_sd("notify_stopping moves the unit to deactivating", function()
+    walk("stopping", "ready wait:go stopping wait:exit", { { "go", "deactivating" } })
   end)
 
   it_sd("notify_reloading moves the unit to reloading, notify_ready back", function()
-    local touch = unit("reloading", "", "ready wait:go reloading wait:go2 ready wait:exit")
-    mgr:start("reloading.service")
-    wait("reloading", "ActiveState", "active", 10)
-    touch("go")
-    wait("reloading", "ActiveState", "reloading", 5)
-    touch("go2")
-    wait("reloading", "ActiveState", "active", 5)
-    touch("exit")
-    wait("reloading", "ActiveState", "inactive", 10)
-    assert.equal("success", show("reloading", "Result"))
+    walk("reloading", "ready wait:go reloading wait:go2 ready wait:exit",
+      { { "go", "reloading" }, { "go2", "active" } })
   end)
 
   it_sd("a WATCHDOG_USEC= message does change the WatchdogUSec property "

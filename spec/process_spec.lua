@@ -1,6 +1,7 @@
 -- clua/process.c: subreaper, reap, sweep, children, SIGCHLD, against real
 -- children, orphans and zombies of this very process.
 local clua = require("clua")
+local checks = require("support.checks")
 local testkit = require("testkit")
 
 local ECHILD, EBUSY = 10, 16 -- Linux errno values
@@ -365,18 +366,9 @@ describe("clua process functions", function()
     assert.is_table(clua.sweep(0))
   end)
 
-  it("does not add globals", function()
-    local before = {}
-    for k in pairs(_G) do before[k] = true end
-    local saved = package.loaded.clua
-    package.loaded.clua = nil
-    local fresh = require("clua")
-    package.loaded.clua = saved
+  it("does not add globals", checks.adds_no_globals(function(fresh)
     assert.is_function(fresh.sweep)
-    for k in pairs(_G) do
-      assert.is_true(before[k], "require added global " .. tostring(k))
-    end
-  end)
+  end))
 end)
 
 describe("clua.reap #load", function()

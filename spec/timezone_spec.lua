@@ -5,6 +5,7 @@
 -- on /etc/localtime itself with TZ unset.
 local clua = require("clua")
 local testkit = require("testkit")
+local checks = require("support.checks")
 local shell = require("support.shell")
 local private_etc = require("support.private_etc")
 
@@ -54,10 +55,7 @@ end
 -- or `data` as given.
 local function rewrite(z, name, data)
   assert(not run("test -L " .. shq(z.path)), "not on a symlink")
-  data = data or assert(shell.read_file(ZONEINFO .. name))
-  local f = assert(io.open(z.path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
+  shell.write_file(z.path, data or assert(shell.read_file(ZONEINFO .. name)))
 end
 
 local function watch(path)
@@ -245,59 +243,12 @@ describe("clua.timezonewatch", function()
     assert.are.same({ old = "Etc/UTC", new = "Asia/Tokyo" }, w:wait(10))
   end)
 
-  it("closes idempotently, and __tostring says so", function()
-    local w = assert(clua.timezonewatch())
-    assert.is_true(w:close())
-    assert.is_true(w:close())
-    assert.are.equal("clua.timezonewatch (closed)", tostring(w))
-  end)
-
-  it("raises on fd, zone, read and wait of a closed watch", function()
-    local w = assert(clua.timezonewatch())
-    w:close()
-    for _, name in ipairs { "fd", "zone", "read", "wait" } do
-      local ok, err = pcall(w[name], w)
-      assert.is_false(ok, name)
-      assert.matches("clua.timezonewatch is closed", err, 1, true)
-    end
-  end)
-
-  local it_54 = _VERSION == "Lua 5.4" and it or function() end
-  it_54("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
-    local chunk = assert(load([[
-      local clua = ...
-      local kept
-      do
-        local w <close> = assert(clua.timezonewatch())
-        kept = w
-      end
-      return kept
-    ]]))
-    assert.are.equal("clua.timezonewatch (closed)", tostring(chunk(clua)))
-  end)
-
-  it("leaves no fd behind after 1,000 watches closed and 1,000 collected", function()
-    collectgarbage("collect")
-    collectgarbage("collect")
-    local before = testkit.count_fds()
-    local held = {}
-    for i = 1, 10 do held[i] = assert(clua.timezonewatch()) end
-    assert.are.equal(before + 10, testkit.count_fds())
-    for i = 1, 10 do held[i]:close() end
-    for _ = 1, 1000 do
-      assert(clua.timezonewatch()):close()
-    end
-    assert.are.equal(before, testkit.count_fds())
-    -- in batches of 20: each watch is an inotify instance, and all the
-    -- processes of a user share 128 of them (fs.inotify.max_user_instances;
-    -- for root, systemd and every desktop daemon hold some)
-    for _ = 1, 50 do
-      for _ = 1, 20 do assert(clua.timezonewatch()) end
-      collectgarbage("collect")
-      collectgarbage("collect")
-    end
-    assert.are.equal(before, testkit.count_fds())
-  end)
+  -- Watches are dropped in batches of 20: each is an inotify instance, and
+  -- all the processes of a user share 128 of them
+  -- (fs.inotify.max_user_instances; for root, systemd and every desktop
+  -- daemon hold some).
+  checks.watch_lifecycle(it, clua, "timezonewatch",
+    { { "fd" }, { "zone" }, { "read" }, { "wait" } }, 20)
 
   describe("bad arguments", function()
     it("raise for timezonewatch with a path that is not an absolute file path", function()
@@ -334,19 +285,9 @@ describe("clua.timezonewatch", function()
         .. "%(no more than 0 arguments expected, got 1%)", err)
     end)
 
-    it("raise for methods called on something other than a watch", function()
-      local w = watch()
-      for _, name in ipairs { "fd", "zone", "read", "wait", "close" } do
-        for _, bad in ipairs { 1, "x", {}, io.stdout, assert(clua.clockwatch()) } do
-          local ok, err = pcall(w[name], bad)
-          assert.is_false(ok)
-          assert.matches("clua.timezonewatch expected", err, 1, true)
-        end
-        local ok, err = pcall(w[name])
-        assert.is_false(ok)
-        assert.matches("clua.timezonewatch expected", err, 1, true)
-      end
-    end)
+    it("raise for methods called on something other than a watch",
+      checks.methods_check_self(clua.timezonewatch, "clua.timezonewatch",
+        { "fd", "zone", "read", "wait", "close" }, clua.clockwatch))
 
     it("raise for methods with surplus arguments, and for wait with a bad timeout", function()
       local w = watch()

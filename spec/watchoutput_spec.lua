@@ -45,27 +45,31 @@ end
 
 describe("watchoutput #integration", function()
   setup(function()
-    local p = io.popen("mktemp -d")
-    tmp = p:read("*l")
-    p:close()
+    tmp = shell.mktemp_dir("clua-watchoutput")
     assert(status("test -x " .. q(W)) == 0, W .. " is not built (make tools)")
   end)
   teardown(function()
-    if tmp then os.execute("rm -rf " .. q(tmp)) end
+    if tmp then shell.run("rm -rf " .. q(tmp)) end
   end)
 
   describe("relays output", function()
+    -- The script ran to the end and printed three lines, all the same (the
+    -- checksums of the input and of what watchoutput relayed).
+    local function same_three(code, out)
+      assert.equal(0, code)
+      local l = lines(out)
+      assert.equal(3, #l)
+      assert.equal(l[1], l[2])
+      assert.equal(l[1], l[3])
+    end
+
     it("passes seq 1 200000 through byte-identical, into a pipe and into a file", function()
       local code, out = run([[
         seq 1 200000 | md5sum
         "$W" seq 1 200000 | md5sum
         "$W" seq 1 200000 >"$T/seq.txt"; md5sum <"$T/seq.txt"
       ]])
-      assert.equal(0, code)
-      local l = lines(out)
-      assert.equal(3, #l)
-      assert.equal(l[1], l[2])
-      assert.equal(l[1], l[3])
+      same_three(code, out)
     end)
 
     it("passes 50 MB of random binary data through byte-identical", function()
@@ -76,11 +80,7 @@ describe("watchoutput #integration", function()
         "$W" cat "$T/random" >"$T/random.out"; md5sum <"$T/random.out"
         rm -f "$T/random" "$T/random.out"
       ]])
-      assert.equal(0, code)
-      local l = lines(out)
-      assert.equal(3, #l)
-      assert.equal(l[1], l[2])
-      assert.equal(l[1], l[3])
+      same_three(code, out)
     end)
 
     it("keeps stdout on stdout and stderr on stderr, with and without --ignore-stderr", function()
@@ -188,72 +188,61 @@ describe("watchoutput #integration", function()
         ]] .. steps)
     end
 
-    it("forwards SIGTERM to the child and exits 128+15", function()
-      local code, out = with_running([[sh -c 'echo ready; exec sleep 100']], [[
-        kill -TERM $p
-        wait $p; echo "rc=$?"
-      ]])
-      assert.equal(0, code)
-      assert.equal("rc=143\n", out)
-      assert.truthy(slurp(path("sig.err")):find("killed by signal 15"))
-    end)
-
-    it("exits with the child's own code when the child handles SIGTERM", function()
-      local code, out = with_running(
-        [[sh -c 'trap "echo bye; exit 7" TERM; echo ready; while :; do sleep 0.05; done']], [[
-        kill -TERM $p
-        wait $p; echo "rc=$?"
-      ]])
-      assert.equal(0, code)
-      assert.equal("rc=7\n", out)
-      assert.equal("ready\nbye\n", slurp(path("sig.out")))
-    end)
-
-    it("exits 128+15 at once on SIGTERM while waiting to retry", function()
-      local code, out = with_running(
-        [[--retry-on-exit 3 --wait-before-retry 60 -- sh -c 'echo ready; exit 3']], [[
-        for i in $(seq 100); do grep -q 'retry 1 of' "$T/sig.err" && break; sleep 0.05; done
-        kill -TERM $p
-        wait $p; echo "rc=$?"
-      ]])
-      assert.equal(0, code)
-      assert.equal("rc=143\n", out)
-      assert.equal("ready\n", slurp(path("sig.out")))
-    end)
-
-    it("forwards SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2", function()
-      local code, out = with_running(
-        [[sh -c 'for s in INT HUP QUIT USR1 USR2; do trap "echo got-$s" $s; done
-              echo ready; while :; do sleep 0.05; done']], [[
-        for s in INT HUP QUIT USR1 USR2; do
-          kill -$s $p
-          for i in $(seq 100); do grep -q got-$s "$T/sig.out" && break; sleep 0.05; done
-        done
-        kill -KILL $c; wait $p; echo "rc=$?"
-      ]])
-      assert.equal(0, code)
-      assert.equal("rc=137\n", out)
-      assert.equal("ready\ngot-INT\ngot-HUP\ngot-QUIT\ngot-USR1\ngot-USR2\n",
-        slurp(path("sig.out")))
-    end)
-
-    it("takes the child down with it when killed by SIGKILL: no orphan within 2 s", function()
-      local code, out = with_running([[sh -c 'echo ready; exec sleep 100']], [[
-        test -n "$c" || echo no-child
-        kill -KILL $p
-        wait $p 2>/dev/null
-        gone=
-        for i in $(seq 40); do
-          if ! test -e /proc/$c || grep -q '^State:.*Z' /proc/$c/status 2>/dev/null; then
-            gone=1; break
-          fi
-          sleep 0.05
-        done
-        echo "gone=$gone"
-      ]])
-      assert.equal(0, code)
-      assert.equal("gone=1\n", out)
-    end)
+    -- Each case: watchoutput's arguments, the steps run against it, what
+    -- the steps print (its exit status, mostly), and what the child wrote
+    -- to sig.out (all of it) or watchoutput to sig.err (a part).
+    local cases = {
+      { "forwards SIGTERM to the child and exits 128+15",
+        args = [[sh -c 'echo ready; exec sleep 100']], steps = [[
+          kill -TERM $p
+          wait $p; echo "rc=$?"
+        ]], prints = "rc=143\n", err = "killed by signal 15" },
+      { "exits with the child's own code when the child handles SIGTERM",
+        args = [[sh -c 'trap "echo bye; exit 7" TERM; echo ready; while :; do sleep 0.05; done']],
+        steps = [[
+          kill -TERM $p
+          wait $p; echo "rc=$?"
+        ]], prints = "rc=7\n", out = "ready\nbye\n" },
+      { "exits 128+15 at once on SIGTERM while waiting to retry",
+        args = [[--retry-on-exit 3 --wait-before-retry 60 -- sh -c 'echo ready; exit 3']],
+        steps = [[
+          for i in $(seq 100); do grep -q 'retry 1 of' "$T/sig.err" && break; sleep 0.05; done
+          kill -TERM $p
+          wait $p; echo "rc=$?"
+        ]], prints = "rc=143\n", out = "ready\n" },
+      { "forwards SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2",
+        args = [[sh -c 'for s in INT HUP QUIT USR1 USR2; do trap "echo got-$s" $s; done
+              echo ready; while :; do sleep 0.05; done']], steps = [[
+          for s in INT HUP QUIT USR1 USR2; do
+            kill -$s $p
+            for i in $(seq 100); do grep -q got-$s "$T/sig.out" && break; sleep 0.05; done
+          done
+          kill -KILL $c; wait $p; echo "rc=$?"
+        ]], prints = "rc=137\n", out = "ready\ngot-INT\ngot-HUP\ngot-QUIT\ngot-USR1\ngot-USR2\n" },
+      { "takes the child down with it when killed by SIGKILL: no orphan within 2 s",
+        args = [[sh -c 'echo ready; exec sleep 100']], steps = [[
+          test -n "$c" || echo no-child
+          kill -KILL $p
+          wait $p 2>/dev/null
+          gone=
+          for i in $(seq 40); do
+            if ! test -e /proc/$c || grep -q '^State:.*Z' /proc/$c/status 2>/dev/null; then
+              gone=1; break
+            fi
+            sleep 0.05
+          done
+          echo "gone=$gone"
+        ]], prints = "gone=1\n" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local code, out = with_running(case.args, case.steps)
+        assert.equal(0, code)
+        assert.equal(case.prints, out)
+        if case.out then assert.equal(case.out, slurp(path("sig.out"))) end
+        if case.err then assert.truthy(slurp(path("sig.err")):find(case.err, 1, true)) end
+      end)
+    end
   end)
 
   describe("bad input", function()

@@ -59,24 +59,27 @@ function Etc:wrap(cmd)
   return self:prefix() .. " sh -c " .. shq(cmd)
 end
 
---- Points localtime at the zone `name` the way timedatectl does: a
--- symlink under a temporary name, renamed over the old one, with the
--- relative target timedatectl writes.  The rename is this process's own
--- rename(2), so its time can be taken right after.
-function Etc:link(name)
+-- Runs `cmd` with a temporary name in the copy appended, and renames what
+-- it made there over localtime: one rename(2), this process's own, so its
+-- time can be taken right after.
+local function replace(self, cmd)
   local tmp = self.dir .. "/.#localtime.clua"
-  local ok, out = run("ln -sfn " .. shq("../usr/share/zoneinfo/" .. name) .. " " .. shq(tmp))
+  local ok, out = run(cmd .. " " .. shq(tmp))
   assert(ok, out)
   assert(os.rename(tmp, self.localtime))
+end
+
+--- Points localtime at the zone `name` the way timedatectl does: a
+-- symlink under a temporary name, renamed over the old one, with the
+-- relative target timedatectl writes.
+function Etc:link(name)
+  replace(self, "ln -sfn " .. shq("../usr/share/zoneinfo/" .. name))
 end
 
 --- Makes localtime a plain file holding zone `name`, replacing it by a
 -- rename (a change in itself).
 function Etc:copy(name)
-  local tmp = self.dir .. "/.#localtime.clua"
-  local ok, out = run("cp " .. shq("/usr/share/zoneinfo/" .. name) .. " " .. shq(tmp))
-  assert(ok, out)
-  assert(os.rename(tmp, self.localtime))
+  replace(self, "cp " .. shq("/usr/share/zoneinfo/" .. name))
 end
 
 --- Rewrites the plain file localtime in place with zone `name` (same
@@ -85,10 +88,7 @@ end
 function Etc:rewrite(name)
   local ok = run("test -L " .. shq(self.localtime))
   assert(not ok, "rewrite: " .. self.localtime .. " is a symlink")
-  local data = assert(shell.read_file("/usr/share/zoneinfo/" .. name))
-  local f = assert(io.open(self.localtime, "wb"))
-  assert(f:write(data))
-  assert(f:close())
+  shell.write_file(self.localtime, assert(shell.read_file("/usr/share/zoneinfo/" .. name)))
 end
 
 --- What localtime is now: "link TARGET" or "file" and its bytes.

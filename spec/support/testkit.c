@@ -163,23 +163,36 @@ static int l_getpid(lua_State *L)
 	return 1;
 }
 
+/* Opens a close-on-exec pipe into fds and forks, *pid as fork() gives it.
+ * Returns 0, or (nothing left open) the count of nil, message, errno pushed
+ * for the caller to return. */
+static int pipe_fork(lua_State *L, int fds[2], pid_t *pid)
+{
+	int err;
+
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return clua_pusherror(L, "pipe2", errno);
+	*pid = fork();
+	if (*pid < 0) {
+		err = errno;
+		close(fds[0]);
+		close(fds[1]);
+		return clua_pusherror(L, "fork", err);
+	}
+	return 0;
+}
+
 /* grandchild(lifetime): forks a child that forks one grandchild living
  * `lifetime` seconds, then exits at once; reaps that child and returns the
  * grandchild's pid, now an orphan (adopted by a subreaper, or by init). */
 static int l_grandchild(lua_State *L)
 {
 	double lifetime = luaL_optnumber(L, 1, 0);
-	int fds[2], status;
+	int fds[2], status, n;
 	pid_t mid, gc = -1;
 
-	if (pipe2(fds, O_CLOEXEC) != 0)
-		return clua_pusherror(L, "pipe2", errno);
-	mid = fork();
-	if (mid < 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return clua_pusherror(L, "fork", errno);
-	}
+	if ((n = pipe_fork(L, fds, &mid)) != 0)
+		return n;
 	if (mid == 0) {
 		gc = fork();
 		if (gc == 0) {
@@ -731,17 +744,11 @@ static int child_code_fd = -1;
 
 static int l_fork_coded(lua_State *L)
 {
-	int fds[2];
+	int fds[2], n;
 	pid_t pid;
 
-	if (pipe2(fds, O_CLOEXEC) != 0)
-		return clua_pusherror(L, "pipe2", errno);
-	pid = fork();
-	if (pid < 0) {
-		close(fds[0]);
-		close(fds[1]);
-		return clua_pusherror(L, "fork", errno);
-	}
+	if ((n = pipe_fork(L, fds, &pid)) != 0)
+		return n;
 	if (pid == 0) {
 		close(fds[0]);
 		child_code_fd = fds[1];
