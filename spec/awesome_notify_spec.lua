@@ -1,7 +1,8 @@
 -- clua.awesome in a real, headless Awesome (spec/support/awesome.lua)
 -- whose service manager has stopped reading its notify socket: the
 -- heartbeats fail (EAGAIN) at once instead of freezing the main loop, the
--- failure is reported once, and the heartbeat timer goes on.
+-- failure is reported once, and the heartbeat timer goes on.  And the states
+-- a manager that reads hears: READY=1, RELOADING=1, STOPPING=1.
 local harness = require("support.awesome")
 local testkit = require("testkit")
 
@@ -92,6 +93,52 @@ describe("clua.awesome with a notify socket nobody reads #integration", function
     while rx:recv(0) do end
     local got = rx:recv(2000)
     assert.truthy(got and got:find("WATCHDOG=1", 1, true), tostring(got))
-    assert.is_true(wm:client("return require('clua.awesome')._state.heartbeats") > 0)
+    assert.is_true(wm:client("return require('clua.awesome')._state.watchdog.heartbeats") > 0)
+  end)
+end)
+
+-- The messages a service manager relies on, in order: READY=1 once Awesome
+-- is up, RELOADING=1 when it restarts in place and READY=1 from the new
+-- image, STOPPING=1 when it quits (the glue's `exit` handler).
+describe("clua.awesome telling its service manager #integration", function()
+  -- The next datagram within 5 s that is not a heartbeat or a STATUS= alone.
+  local function next_state(rx)
+    while true do
+      local got = rx:recv(5000)
+      if not got or got:find("READY=1", 1, true) or got:find("RELOADING=1", 1, true)
+          or got:find("STOPPING=1", 1, true) then
+        return got
+      end
+    end
+  end
+
+  it("sends READY=1, RELOADING=1 and READY=1 on a restart, STOPPING=1 on quit", function()
+    local ok, why = harness.available()
+    if not ok then
+      pending("needs a headless Awesome: " .. tostring(why))
+      return
+    end
+    local addr = ("@clua-awesome-notify-states-%d-%d"):format(testkit.getpid(),
+      math.floor(testkit.now("monotonic") * 1e6))
+    local rx = assert(testkit.dgram_listen(addr))
+    local wm = assert(harness.start {
+      rc = harness.rc [[ require("clua.awesome").setup {} ]],
+      env = { NOTIFY_SOCKET = addr },
+    })
+    finally(function()
+      wm:stop()
+      rx:close()
+    end)
+    local ready = next_state(rx)
+    assert.truthy(ready and ready:find("READY=1", 1, true), tostring(ready))
+    assert.truthy(ready:find("STATUS=clua: subreaper", 1, true), ready)
+    assert(wm:restart())
+    local reloading = next_state(rx)
+    assert.truthy(reloading and reloading:find("RELOADING=1", 1, true), tostring(reloading))
+    local again = next_state(rx)
+    assert.truthy(again and again:find("READY=1", 1, true), tostring(again))
+    wm:try_client("awesome.quit()", 3)
+    local stopping = next_state(rx)
+    assert.truthy(stopping and stopping:find("STOPPING=1", 1, true), tostring(stopping))
   end)
 end)

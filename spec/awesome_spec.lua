@@ -29,12 +29,6 @@ local function skip_unless_available()
   return ok
 end
 
--- Whether this build of clua has `name` (the C concerns land separately).
-local function has(wm, name)
-  return wm:client("return require('clua')." .. name .. " ~= nil")
-end
-
-
 -- awesome.restart() five times in a row: Awesome exec's itself in place, so
 -- the pid must stay, and every fd must be close-on-exec, so the count must
 -- come back to what it was.
@@ -82,8 +76,8 @@ describe("clua.awesome in a real Awesome #integration", function()
   it("starts no heartbeat timer and raises nothing outside a service manager", function()
     if not skip_unless_available() then return end
     assert.is_nil(wm:client("return os.getenv('NOTIFY_SOCKET')"))
-    assert.is_true(wm:client("return require('clua.awesome')._state.heartbeat == nil"))
-    assert.is_true(wm:client("return require('clua.awesome')._state.ready_sent"))
+    assert.is_true(wm:client("return require('clua.awesome')._state.watchdog.heartbeat == nil"))
+    assert.is_true(wm:client("return require('clua.awesome')._state.watchdog.ready_sent"))
     assert.is_nil(wm:client("return awesome.startup_errors"))
   end)
 
@@ -92,10 +86,12 @@ describe("clua.awesome in a real Awesome #integration", function()
     local snapshot = [[
       local s = require("clua.awesome")._state
       local t = {}
-      for _, k in ipairs { "clock", "clock_source", "guard", "stall_timer",
-                           "heartbeat", "sweep_timer", "options" } do
-        t[#t + 1] = k .. "=" .. tostring(s[k])
+      for _, k in ipairs { "clock.watch", "clock.source", "stall.guard", "stall.timer",
+                           "watchdog.heartbeat", "subreaper.sweep_timer" } do
+        local feature, field = k:match("^(%w+)%.([%w_]+)$")
+        t[#t + 1] = k .. "=" .. tostring(s[feature][field])
       end
+      t[#t + 1] = "options=" .. tostring(s.options)
       return table.concat(t, " ")
     ]]
     local before = wm:client(snapshot)
@@ -180,12 +176,8 @@ describe("clua.awesome in a real Awesome #integration", function()
 
   it("leaves SIGCHLD to Awesome's own handler", function()
     if not skip_unless_available() then return end
-    if not has(wm, "sigchld") then
-      pending("clua.sigchld is not in this build (process.c)")
-      return
-    end
     assert.equal("handler", wm:client("return require('clua').sigchld()"))
-    assert.is_nil(wm:client("return require('clua.awesome')._state.sweep_timer"))
+    assert.is_nil(wm:client("return require('clua.awesome')._state.subreaper.sweep_timer"))
   end)
 
   it("adopts 1,000 double-forked grandchildren, no zombie 2 s after the last exits", function()
@@ -256,10 +248,6 @@ describe("clua.awesome in a real Awesome #integration", function()
 
     it("emits clua::clock_changed once, within 100 ms, on setting the clock to itself", function()
       if not skip_unless_available() then return end
-      if not has(wm, "clockwatch") then
-        pending("clua.clockwatch is not in this build (clock.c)")
-        return
-      end
       -- Other programs on this shared machine may set the clock too (their
       -- specs and benchmarks do): only a quiet 0.3 s before and 0.3 s after
       -- our own set counts.  Try again while it is noisy, 10 rounds at most.
@@ -292,10 +280,6 @@ describe("clua.awesome in a real Awesome #integration", function()
 
     it("shows the right time in a textclock with seconds right after a +120 s step", function()
       if not skip_unless_available() then return end
-      if not has(wm, "clockwatch") then
-        pending("clua.clockwatch is not in this build (clock.c)")
-        return
-      end
       local t0 = testkit.now("monotonic")
       local ok, msg = testkit.clock_step(120)
       if not ok then
@@ -368,10 +352,6 @@ local function check_fallback(hide_glibunix)
   if not skip_unless_available() then return end
   local wm = assert(harness.start { rc = fallback_rc(hide_glibunix) })
   finally(function() wm:stop() end)
-  if not has(wm, "clockwatch") then
-    pending("clua.clockwatch is not in this build (clock.c)")
-    return
-  end
   local expect = wm:client("return clua_spec.expect")
   local status = wm:client([[return require("clua.awesome").status()]])
   assert.matches("via " .. expect, status, 1, true)
@@ -578,7 +558,7 @@ describe("clua.awesome under a real systemd user manager (WatchdogSec=3) #integr
     assert.equal("active", mgr:show("awesome.service", "ActiveState"))
     assert.equal("0", mgr:show("awesome.service", "NRestarts"))
     assert.equal(pid, wm:pid())
-    local beats = tonumber(wm:client("return require('clua.awesome')._state.heartbeats"))
+    local beats = tonumber(wm:client("return require('clua.awesome')._state.watchdog.heartbeats"))
     assert.is_true(beats >= 9, "heartbeats sent: " .. beats)
   end)
 

@@ -66,8 +66,11 @@ local function skip_unless_ready()
   return true
 end
 
+-- The glue's count of interrupted stalls.
+local STALLS = "return require('clua.awesome')._state.stall.guard:stalls()"
+
 local function stalls(wm)
-  return tonumber(wm:client("return require('clua.awesome')._state.guard:stalls()"))
+  return tonumber(wm:client(STALLS))
 end
 
 describe("the stall breaker in a real Awesome #integration", function()
@@ -117,7 +120,7 @@ describe("the stall breaker in a real Awesome #integration", function()
       local t0 = testkit.now("monotonic")
       wm:client(chunk)
       local n = harness.wait_until(10, function()
-        local ok, count = wm:try_client("return require('clua.awesome')._state.guard:stalls()", 10)
+        local ok, count = wm:try_client(STALLS, 10)
         return ok and count > before and count
       end, 0.2)
       local took = testkit.now("monotonic") - t0

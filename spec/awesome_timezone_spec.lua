@@ -213,7 +213,7 @@ describe("clua.awesome timezone watch, idle #integration", function()
     off = assert(harness.start { rc = harness.rc([[
       require("clua.awesome").setup { stall = false, clock = false, timezone = false }
     ]]) })
-    assert.is_true(on:client("return require('clua.awesome')._state.tz ~= nil"))
+    assert.is_true(on:client("return require('clua.awesome')._state.timezone.watch ~= nil"))
     assert.matches("\ntimezone: off\n", off:client("return require('clua.awesome').status()"),
       1, true)
     -- A change in /etc by anybody else would wake the watch, rightly; this
@@ -223,11 +223,11 @@ describe("clua.awesome timezone watch, idle #integration", function()
     for _ = 1, 2 do
       testkit.sleep(3) -- past the start-up work
       guard:read()
-      local woke0 = on:client("return require('clua.awesome')._state.tz_wakeups")
+      local woke0 = on:client("return require('clua.awesome')._state.timezone.wakeups")
       local a0, b0 = switches(on:pid()), switches(off:pid())
       testkit.sleep(60)
       local a1, b1 = switches(on:pid()), switches(off:pid())
-      local woke1 = on:client("return require('clua.awesome')._state.tz_wakeups")
+      local woke1 = on:client("return require('clua.awesome')._state.timezone.wakeups")
       if not testkit.poll_readable(guard:fd(), 0) then
         result = { on = a1 - a0, off = b1 - b0, woke = woke1 - woke0 }
         break

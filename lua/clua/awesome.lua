@@ -35,9 +35,11 @@
 local capi = { awesome = awesome, client = client, screen = screen }
 local setmetatable = setmetatable
 local tostring = tostring
+local tonumber = tonumber
 local type = type
 local error = error
 local pairs = pairs
+local select = select
 local string = string
 local table = table
 local getmetatable = getmetatable
@@ -54,38 +56,14 @@ local protected_call = require("gears.protected_call")
 
 local cluawm = {}
 
--- Everything setup() started, and what status() reports.  Module state, so
--- a second setup() sees the first one.
-local state = {
-    done = false,
-    options = nil,
-    subreaper = nil,       -- true, or the error text
-    sweep_timer = nil,
-    swept = 0,
-    clock = nil,           -- the clockwatch
-    clock_how = nil,       -- which GLib call watches its fd
-    clock_source = nil,    -- the GLib source id
-    clock_events = 0,
-    last_jump = nil,
-    last_suspended = nil,
-    textclocks = setmetatable({}, { __mode = "k" }),
-    tz = nil,              -- the timezonewatch
-    tz_how = nil,          -- which GLib call watches its fd
-    tz_source = nil,       -- the GLib source id
-    tz_changes = 0,
-    tz_wakeups = 0,        -- times its fd woke the main loop
-    watchdog_usec = nil,
-    heartbeat = nil,       -- the gears.timer feeding the watchdog
-    heartbeats = 0,
-    ready_sent = false,
-    managed = false,       -- a service manager listens (NOTIFY_SOCKET set)
-    stall_limit = nil,
-    guard = nil,
-    stall_follows = nil,   -- true once the guard follows the GLib loop
-    stall_timer = nil,     -- a tick timer, only when it cannot follow
-    stalls_seen = 0,
-    errors = {},           -- features that failed to start, with why
-}
+-- Each feature is a small table named after its option, with its own
+-- state and `start(option)`, `status()` (its lines of status(), while its
+-- option is on), `summary()` where it has a piece of systemd's STATUS=
+-- line, and `stop(restart)` where something must be undone when Awesome
+-- exits.  setup() starts them in order, and one `exit` handler
+-- stops them in reverse order (Public API, at the end).  The glue ships
+-- with the clua module of the same version: every clua function it calls
+-- exists, and nothing here probes for one.
 
 -- Reports an error without raising: on stderr through gears.debug and as
 -- the `debug::error` signal, which Awesome's default rc.lua turns into a
@@ -93,9 +71,19 @@ local state = {
 local function report(message)
     message = "clua.awesome: " .. tostring(message)
     gdebug.print_error(message)
-    if capi.awesome and capi.awesome.emit_signal then
-        protected_call(capi.awesome.emit_signal, "debug::error", message)
-    end
+    protected_call(capi.awesome.emit_signal, "debug::error", message)
+end
+
+-- A feature that could not start: `call` (the clua function that failed)
+-- said why; status() says it too.
+local function failed(feature, call, msg)
+    feature.error = msg
+    report(call .. ": " .. tostring(msg))
+end
+
+-- status()'s line for a feature whose option is on but that did not start.
+local function failed_line(feature)
+    return feature.name .. ": failed: " .. tostring(feature.error)
 end
 
 -- Wraps a main-loop callback: it runs through gears.protected_call (an
@@ -109,23 +97,19 @@ local function keep_source(f)
     end
 end
 
--- systemd notification, used by every part -------------------------
-
-local status_line -- forward
+-- systemd notification and watchdog -------------------------------------
 
 -- A failed send is reported once, not at every heartbeat: a manager that
 -- stops reading its socket makes every call fail at once (EAGAIN; none
 -- ever waits) until it reads again.  Once a message gets through, the
--- next failure is reported anew.
+-- next failure is reported anew.  `call` names the clua function whose
+-- results `ok, msg` are: sent("notify_watchdog", clua.notify_watchdog()).
 local notify_failing = false
 
-local function notify(name, ...)
-    local f = clua[name]
-    if not f then return end
-    local ok, msg = f(...)
+local function sent(call, ok, msg)
     if ok == nil and not notify_failing then
         notify_failing = true
-        report(name .. ": " .. tostring(msg) ..
+        report(call .. ": " .. tostring(msg) ..
             " (reported once; clua.awesome goes on, and says so again after a success)")
     elseif ok then
         notify_failing = false
@@ -133,48 +117,96 @@ local function notify(name, ...)
     return ok
 end
 
--- Tells systemd what changed (STATUS=), when the watchdog option is on and
--- a service manager listens: the status line scans /proc for children, work
--- not worth doing for nobody.
-local function update_status()
-    if state.options.watchdog and state.ready_sent and state.managed then
-        notify("notify_status", status_line())
+-- The one-line summary sent as systemd's STATUS=: "clua: " and the piece
+-- of each feature that counts something, in setup's order (the subreaper,
+-- the clock and the stall breaker add their `summary` below), or "idle".
+local summaries = {}
+
+local function status_line()
+    local parts = {}
+    for _, summary in ipairs(summaries) do
+        local part = summary()
+        if part then parts[#parts + 1] = part end
+    end
+    return "clua: " .. (#parts > 0 and table.concat(parts, "; ") or "idle")
+end
+
+-- READY=1, RELOADING=1, STOPPING=1 and STATUS= go out whenever a service
+-- manager listens (each call is a no-op returning false without
+-- NOTIFY_SOCKET), so a Type=notify unit without WatchdogSec= starts too.
+-- The heartbeat timer runs only when the watchdog is on for this pid.
+local watchdog = {
+    name = "watchdog",
+    managed = false,    -- a service manager listens (NOTIFY_SOCKET set)
+    usec = nil,         -- WatchdogSec= in microseconds, when on for this pid
+    heartbeat = nil,    -- the gears.timer feeding the watchdog
+    heartbeats = 0,
+    ready_sent = false,
+}
+
+-- Tells systemd what changed (STATUS=), once READY=1 went out to a manager
+-- that listens: the status line scans /proc for children, work not worth
+-- doing for nobody.
+function watchdog.changed()
+    if watchdog.ready_sent and watchdog.managed then
+        sent("notify_status", clua.notify_status(status_line()))
     end
 end
 
--- Subreaper -------------------------------------------------------------
+local function send_ready()
+    if watchdog.ready_sent then return end
+    watchdog.ready_sent = true
+    sent("notify_ready", clua.notify_ready(status_line()))
+end
 
-local function start_subreaper()
-    local ok, msg = clua.setsubreap(true)
-    if not ok then
-        state.errors.subreaper = msg
-        report("setsubreap: " .. tostring(msg))
-        return
-    end
-    state.subreaper = true
-    -- Awesome >= 4.3 has its own SIGCHLD handler reaping every child with
-    -- waitpid(-1), adopted orphans included: reaping here would steal its
-    -- statuses.  Only without a handler (older Awesome) do the zombies pile
-    -- up, and then a coarse sweep, which leaves young zombies to whoever
-    -- waits for them, collects them.
-    local disposition = clua.sigchld and clua.sigchld()
-    if disposition ~= "handler" and clua.sweep then
-        state.sweep_timer = gtimer {
-            timeout = 5,
+function watchdog.start()
+    watchdog.managed = os.getenv("NOTIFY_SOCKET") ~= nil
+    local usec = clua.watchdog_usec()
+    if usec then
+        watchdog.usec = usec
+        watchdog.heartbeat = gtimer {
+            timeout = usec / 1e6 / 2,
             autostart = true,
             callback = function()
-                local gone = clua.sweep()
-                if gone then state.swept = state.swept + #gone end
+                if sent("notify_watchdog", clua.notify_watchdog()) then
+                    watchdog.heartbeats = watchdog.heartbeats + 1
+                end
             end,
         }
     end
+    if capi.awesome.startup then
+        capi.awesome.connect_signal("startup", send_ready)
+    else
+        -- setup() called after startup (from awesome-client, or late in a
+        -- config loaded some other way).
+        send_ready()
+    end
 end
 
--- Clock -----------------------------------------------------------------
+function watchdog.stop(restart)
+    if restart then
+        -- The new image sends READY=1 again from its own setup().
+        sent("notify_reloading", clua.notify_reloading())
+    else
+        sent("notify_stopping", clua.notify_stopping())
+    end
+end
+
+function watchdog.status()
+    if not watchdog.usec then
+        return "watchdog: not enabled by a service manager"
+    end
+    return "watchdog: every " .. string.format("%g", watchdog.usec / 1e6) ..
+        " s, heartbeat every " .. string.format("%g", watchdog.usec / 2e6) ..
+        " s, " .. tostring(watchdog.heartbeats) .. " heartbeats sent"
+end
+
+-- Shared by the clock and the timezone ----------------------------------
 
 -- Finds how this GLib/lgi watches an fd for readability.  Returns a name
 -- for status() and a function(fd, callback) -> source id.  Looked up at
--- setup time (not at load time) so a test can hide a spelling.
+-- setup time (not at load time) so a test can hide a spelling.  These
+-- probes stay: GLib's API is what varies between systems.
 local function find_fd_watch()
     local GLib = lgi.GLib
     local IN = GLib.IOCondition.IN
@@ -192,16 +224,19 @@ local function find_fd_watch()
         end
     end
     -- Works everywhere.  The channel does not own the fd (close-on-unref is
-    -- off by default): the clockwatch closes it.
+    -- off by default): the watch closes it.
     return "GLib.io_add_watch", function(fd, cb)
         local channel = GLib.IOChannel.unix_new(fd)
         return GLib.io_add_watch(channel, GLib.PRIORITY_DEFAULT, IN, cb)
     end
 end
 
--- Makes every textclock created since setup show the current time.
+-- Every textclock built since setup, weak-keyed so they stay collectable.
+local textclocks = setmetatable({}, { __mode = "k" })
+
+-- Makes every tracked textclock show the current time.
 local function refresh_textclocks()
-    for clock in pairs(state.textclocks) do
+    for clock in pairs(textclocks) do
         protected_call(clock.force_update, clock)
     end
 end
@@ -211,7 +246,8 @@ end
 -- trees of all wiboxes would miss a textclock not shown at the moment.
 -- Wrapping `wibox.widget.textclock`'s constructor (its metatable's __call)
 -- sees every textclock built after setup(), which is where rc.lua builds
--- them; a weak-keyed set keeps them collectable.
+-- them.  The checks stay: they test Awesome's wibox, not clua, and a wibox
+-- built some other way leaves the textclocks alone rather than failing.
 local function track_textclocks()
     local ok, textclock = pcall(require, "wibox.widget.textclock")
     if not ok or type(textclock) ~= "table" then return end
@@ -220,54 +256,134 @@ local function track_textclocks()
     local new = mt.__call
     mt.__call = function(...)
         local widget = new(...)
-        if widget then state.textclocks[widget] = true end
+        if widget then textclocks[widget] = true end
         return widget
     end
     mt.__clua_wrapped = true
 end
 
-local function on_clock_readable()
-    local event, msg = state.clock:read()
+-- A feature built on a clua watch whose fd wakes the main loop (the clock
+-- and the timezone): its start() makes the watch with `new` (the clua
+-- function named `call`), tracks the textclocks and calls the feature's
+-- `readable()` at each wake-up.  Fields once started: `watch` (nil when it
+-- could not be made, and `error` says why), `how` (the GLib call watching
+-- its fd) and `source` (the GLib source id).
+local function watch_feature(name, call, new)
+    local feature = { name = name }
+    function feature.start()
+        local watch, msg = new()
+        if not watch then return failed(feature, call, msg) end
+        track_textclocks()
+        local how, add = find_fd_watch()
+        feature.watch, feature.how = watch, how
+        feature.source = add(watch:fd(), keep_source(feature.readable))
+    end
+    return feature
+end
+
+-- The lines of status() for a watch: which fd, through which GLib call.
+local function fd_via(feature)
+    return "fd " .. tostring(feature.watch:fd()) .. " via " .. feature.how
+end
+
+-- Subreaper -------------------------------------------------------------
+
+-- Orphans of the programs Awesome starts re-parent to Awesome, not init.
+local subreaper = {
+    name = "subreaper",
+    on = false,         -- true once Awesome is a subreaper
+    error = nil,        -- why it is not, when setsubreap failed
+    sweep_timer = nil,  -- collects zombies, only when SIGCHLD has no handler
+    swept = 0,
+}
+
+function subreaper.start()
+    local ok, msg = clua.setsubreap(true)
+    if not ok then return failed(subreaper, "setsubreap", msg) end
+    subreaper.on = true
+    -- Awesome >= 4.3 has its own SIGCHLD handler reaping every child with
+    -- waitpid(-1), adopted orphans included: reaping here would steal its
+    -- statuses.  Only without a handler (older Awesome) do the zombies pile
+    -- up, and then a coarse sweep, which leaves young zombies to whoever
+    -- waits for them, collects them.
+    if clua.sigchld() ~= "handler" then
+        subreaper.sweep_timer = gtimer {
+            timeout = 5,
+            autostart = true,
+            callback = function()
+                local gone = clua.sweep()
+                if gone then subreaper.swept = subreaper.swept + #gone end
+            end,
+        }
+    end
+end
+
+function subreaper.summary()
+    if not subreaper.on then return nil end
+    -- children() fails (nil, message) when /proc cannot be read.
+    local kids = clua.children()
+    return "subreaper" .. (kids and (", " .. #kids .. " children") or "")
+end
+summaries[#summaries + 1] = subreaper.summary
+
+function subreaper.status()
+    if not subreaper.on then return failed_line(subreaper) end
+    local kids = clua.children()
+    return "subreaper: " .. (clua.getsubreap() and "on" or "OFF") ..
+            (subreaper.sweep_timer
+                and (", sweeping (SIGCHLD has no handler), " .. subreaper.swept .. " swept")
+                or ", Awesome reaps (SIGCHLD handler)"),
+        "children: " .. (kids and tostring(#kids) or "unknown")
+end
+
+-- Clock -----------------------------------------------------------------
+
+-- A wall-clock change (resume, NTP, `date -s`) refreshes the textclocks and
+-- emits `clua::clock_changed`.
+local clock = watch_feature("clock", "clockwatch", clua.clockwatch)
+clock.events = 0        -- changes seen; clock.last_jump and
+                        -- clock.last_suspended are those of the last one
+
+function clock.readable()
+    local event, msg = clock.watch:read()
     if not event then
         if msg then report("clockwatch read: " .. tostring(msg)) end
         return
     end
-    state.clock_events = state.clock_events + 1
-    state.last_jump = event.jump
-    state.last_suspended = event.suspended
+    clock.events = clock.events + 1
+    clock.last_jump = event.jump
+    clock.last_suspended = event.suspended
     refresh_textclocks()
     capi.awesome.emit_signal("clua::clock_changed",
         { jump = event.jump, suspended = event.suspended })
-    update_status()
+    watchdog.changed()
 end
 
--- Starts a feature built on a clua watch (`clua[ctor]()`) whose fd wakes
--- the main loop: tracks the textclocks and calls on_readable at each
--- wake-up; when it cannot, records and reports why.  Returns the watch, the
--- GLib call watching its fd and the source id, or nothing.
-local function start_watch(feature, ctor, on_readable)
-    if not clua[ctor] then
-        state.errors[feature] = "this clua has no " .. ctor
-        report(feature .. ": " .. state.errors[feature])
-        return
-    end
-    local watch, msg = clua[ctor]()
-    if not watch then
-        state.errors[feature] = msg
-        report(ctor .. ": " .. tostring(msg))
-        return
-    end
-    track_textclocks()
-    local how, add = find_fd_watch()
-    return watch, how, add(watch:fd(), keep_source(on_readable))
+function clock.summary()
+    if clock.watch then return clock.events .. " clock changes" end
+end
+summaries[#summaries + 1] = clock.summary
+
+local function seconds(x)
+    if x == nil then return "none" end
+    return string.format("%+.3f s", x)
 end
 
-local function start_clock()
-    state.clock, state.clock_how, state.clock_source =
-        start_watch("clock", "clockwatch", on_clock_readable)
+function clock.status()
+    if not clock.watch then return failed_line(clock) end
+    return "clock: watching " .. fd_via(clock),
+        "clock events: " .. tostring(clock.events) ..
+        ", last jump " .. seconds(clock.last_jump) ..
+        ", last suspend " .. seconds(clock.last_suspended)
 end
 
 -- Timezone --------------------------------------------------------------
+
+-- A change of /etc/localtime reloads the C library's zone, rezones and
+-- refreshes the textclocks and emits `clua::timezone_changed`.
+local timezone = watch_feature("timezone", "timezonewatch", clua.timezonewatch)
+timezone.changes = 0    -- changes seen
+timezone.wakeups = 0    -- times its fd woke the main loop
 
 -- Whether TZ in Awesome's environment names a zone of its own: the C
 -- library and GLib then follow TZ, not /etc/localtime.
@@ -288,95 +404,67 @@ local function rezone_textclocks(name)
     local TimeZone = lgi.GLib.TimeZone
     -- new_identifier (GLib >= 2.68) returns nil for a name it cannot load
     -- (TimeZone.new would silently give UTC): the clocks then stay on
-    -- new_local().
+    -- new_local().  The probe stays: it tests GLib, not clua.
     local zone = TimeZone.new_identifier and TimeZone.new_identifier(name)
-    for clock in pairs(state.textclocks) do
-        local private = clock._private
+    for clock_widget in pairs(textclocks) do
+        local private = clock_widget._private
         if type(private) == "table" and private.tzid == nil then
             private.timezone = zone or nil
         end
     end
 end
 
-local function on_timezone_readable()
-    state.tz_wakeups = state.tz_wakeups + 1
-    local change, msg = state.tz:read()
+function timezone.readable()
+    timezone.wakeups = timezone.wakeups + 1
+    local change, msg = timezone.watch:read()
     if not change then
         if msg then report("timezonewatch read: " .. tostring(msg)) end
         return
     end
     local ok, err = clua.tzset()
     if not ok then report("tzset: " .. tostring(err)) end
-    state.tz_changes = state.tz_changes + 1
+    timezone.changes = timezone.changes + 1
     rezone_textclocks(change.new)
     refresh_textclocks()
     capi.awesome.emit_signal("clua::timezone_changed",
         { old = change.old, new = change.new })
 end
 
-local function start_timezone()
-    state.tz, state.tz_how, state.tz_source =
-        start_watch("timezone", "timezonewatch", on_timezone_readable)
-end
-
--- systemd notification and watchdog -------------------------------------
-
-local function send_ready()
-    if state.ready_sent then return end
-    state.ready_sent = true
-    notify("notify_ready", status_line())
-end
-
-local function start_notify()
-    -- READY=1, RELOADING=1, STOPPING=1 and STATUS= go out whenever a
-    -- service manager listens (each call is a no-op returning false without
-    -- NOTIFY_SOCKET), so a Type=notify unit without WatchdogSec= starts too.
-    -- The heartbeat timer runs only when the watchdog is on for this pid.
-    state.managed = os.getenv("NOTIFY_SOCKET") ~= nil
-    local usec = clua.watchdog_usec and clua.watchdog_usec()
-    if usec then
-        state.watchdog_usec = usec
-        state.heartbeat = gtimer {
-            timeout = usec / 1e6 / 2,
-            autostart = true,
-            callback = function()
-                if notify("notify_watchdog") then
-                    state.heartbeats = state.heartbeats + 1
-                end
-            end,
-        }
-    end
-    if capi.awesome.startup then
-        capi.awesome.connect_signal("startup", send_ready)
-    else
-        -- setup() called after startup (from awesome-client, or late in a
-        -- config loaded some other way).
-        send_ready()
-    end
-    capi.awesome.connect_signal("exit", function(restart)
-        if restart then
-            -- The new image sends READY=1 again from its own setup().
-            notify("notify_reloading")
-        else
-            notify("notify_stopping")
-        end
-    end)
+function timezone.status()
+    if not timezone.watch then return failed_line(timezone) end
+    return "timezone: " .. tostring(timezone.watch:zone() or "none") ..
+            " (/etc/localtime, " .. fd_via(timezone) .. ")" ..
+            (tz_overridden() and (", overridden by TZ=" .. os.getenv("TZ")) or ""),
+        "timezone changes: " .. tostring(timezone.changes)
 end
 
 -- Stall breaker ---------------------------------------------------------
 
+-- A runaway Lua loop is interrupted after `limit` seconds without the main
+-- loop turning.
+local stall = {
+    name = "stall",
+    limit = nil,        -- seconds
+    guard = nil,        -- the stallguard
+    error = nil,        -- why there is no guard
+    follows = nil,      -- true once the guard follows the GLib loop
+    follow_error = nil, -- why it does not
+    timer = nil,        -- a tick timer, only when it cannot follow
+    seen = 0,           -- stalls reported so far
+}
+
 -- An interrupt's error went to whichever pcall was nearest (awful.remote,
 -- a gears.timer...); report it here too, with its traceback.
 local function report_new_stalls()
-    local n = state.guard:stalls()
-    if n <= state.stalls_seen then return end
-    local detail = state.guard:last()
-    state.stalls_seen = n
+    local n = stall.guard:stalls()
+    if n <= stall.seen then return end
+    local detail = stall.guard:last()
+    stall.seen = n
     report("Lua interrupted: the main loop did not turn for " ..
-        string.format("%g", state.stall_limit) .. " s (" .. n ..
+        string.format("%g", stall.limit) .. " s (" .. n ..
         (n == 1 and " stall" or " stalls") .. " so far)" ..
         (detail and ("\n" .. tostring(detail)) or ""))
-    update_status()
+    watchdog.changed()
 end
 
 -- Runs last in Awesome's "refresh" signal, which Awesome emits from its
@@ -385,17 +473,17 @@ end
 -- before, in the same signal), so the guard may sleep until Lua runs again.
 local function on_refresh()
     report_new_stalls()
-    state.guard:idle()
+    stall.guard:idle()
 end
 
 -- Only when the guard cannot follow the loop: tick every quarter of the
 -- limit, which wakes Awesome 4 times per limit.
 local function start_tick_timer()
-    state.stall_timer = gtimer {
-        timeout = state.stall_limit / 4,
+    stall.timer = gtimer {
+        timeout = stall.limit / 4,
         autostart = true,
         callback = function()
-            state.guard:tick()
+            stall.guard:tick()
             report_new_stalls()
         end,
     }
@@ -405,50 +493,59 @@ end
 -- starts, after rc.lua: the guard wraps it from the loop's first turn (a
 -- GLib timeout runs in the loop, never before it).
 local function follow_loop()
-    local ok, msg = state.guard:glib()
+    local ok, msg = stall.guard:glib()
     if ok then
-        state.stall_follows = true
+        stall.follows = true
         return
     end
-    state.errors.stall_follow = msg
+    stall.follow_error = msg
     report("stallguard:glib: " .. tostring(msg) .. "; ticking instead")
     start_tick_timer()
 end
 
-local function start_stall(limit)
-    if not clua.stallguard then
-        state.errors.stall = "this clua has no stallguard"
-        report("stall: " .. state.errors.stall)
-        return
-    end
+function stall.start(limit)
     local guard, msg = clua.stallguard(limit)
-    if not guard then
-        state.errors.stall = msg
-        report("stallguard: " .. tostring(msg))
-        return
-    end
-    state.guard = guard
-    state.stall_limit = limit
+    if not guard then return failed(stall, "stallguard", msg) end
+    stall.guard = guard
+    stall.limit = limit
     capi.awesome.connect_signal("refresh", on_refresh)
     gtimer.start_new(0, function()
         protected_call(follow_loop)
         return false
     end)
-    -- Awesome tears itself down before exec'ing (restart) or exiting; that
-    -- may take longer than the limit and must not be interrupted.
-    capi.awesome.connect_signal("exit", function()
-        if state.stall_timer then state.stall_timer:stop() end
-        capi.awesome.disconnect_signal("refresh", on_refresh)
-        guard:stop()
-    end)
 end
+
+-- Awesome tears itself down before exec'ing (restart) or exiting; that
+-- may take longer than the limit and must not be interrupted.
+function stall.stop()
+    if not stall.guard then return end
+    if stall.timer then stall.timer:stop() end
+    capi.awesome.disconnect_signal("refresh", on_refresh)
+    stall.guard:stop()
+end
+
+function stall.summary()
+    if stall.guard then return stall.seen .. " stalls interrupted" end
+end
+summaries[#summaries + 1] = stall.summary
 
 -- What status() says of the guard under LuaJIT; nil under PUC Lua.
 local function stall_jit_line()
-    local covered, why = state.guard:jit()
+    local covered, why = stall.guard:jit()
     if covered == nil then return nil end
-    return covered and "LuaJIT: compiled loops are interrupted too (LuaJIT profiler hook)"
-        or ("LuaJIT: compiled loops are NOT interrupted: " .. tostring(why))
+    return covered and "stall: LuaJIT: compiled loops are interrupted too (LuaJIT profiler hook)"
+        or ("stall: LuaJIT: compiled loops are NOT interrupted: " .. tostring(why))
+end
+
+function stall.status()
+    if not stall.guard then return failed_line(stall) end
+    return "stall: limit " .. string.format("%g", stall.limit) .. " s, " ..
+            tostring(stall.guard:stalls()) .. " interrupted, longest main-loop stall " ..
+            string.format("%.3f", stall.guard:longest()) .. " s, " ..
+            (stall.follows and "following the GLib main loop"
+                or stall.timer and "ticking every quarter of the limit"
+                or "not following the main loop yet"),
+        stall_jit_line()
 end
 
 -- Application scopes ----------------------------------------------------
@@ -460,12 +557,13 @@ end
 -- exec's it in place: the pid awful.spawn returns, startup notification
 -- (DESKTOP_STARTUP_ID) and exit callbacks stay as they were.
 local scopes = {
+    name = "scopes",
     helper = nil,       -- clua-scope's path, while on
     launched = 0,       -- commands started in a scope
     why_off = nil,      -- why not, for status()
 }
 
---- Whether applications can have scopes here: nil and clua-scope's path,
+-- Whether applications can have scopes here: nil and clua-scope's path,
 -- or why not.
 function scopes.unavailable()
     local runtime = os.getenv("XDG_RUNTIME_DIR")
@@ -478,7 +576,7 @@ function scopes.unavailable()
     return nil, helper
 end
 
---- The command `cmd` (awesome.spawn's first argument) run through
+-- The command `cmd` (awesome.spawn's first argument) run through
 -- clua-scope, or `cmd` itself when Awesome should see it unchanged: a
 -- string it cannot parse or a program it cannot find is for Awesome to
 -- report, as it always has.
@@ -499,7 +597,7 @@ function scopes.wrap(cmd)
     return wrapped
 end
 
---- Makes `awesome.spawn`, which every awful.spawn function calls, start
+-- Makes `awesome.spawn`, which every awful.spawn function calls, start
 -- applications in scopes.  A command whose stdin, stdout or stderr Awesome
 -- reads (`easy_async`, `with_line_callback`) keeps running beside Awesome
 -- instead: it is short, or a helper of this very Awesome (a monitor whose
@@ -545,6 +643,7 @@ end
 -- outlives an Awesome killed by the watchdog as well as one restarted in
 -- place, and the new Awesome puts the window back where it was.
 local restore = {
+    name = "restore",
     PROPERTY = "clua.awesome.place",
     -- Client properties kept, besides screen and tags.  Not `floating`:
     -- awful keeps that one itself (awful.client.property.persist), and
@@ -556,7 +655,7 @@ local restore = {
     restored = 0,
 }
 
---- One line per fact: "screen N", "tag INDEX NAME" for each tag, then each
+-- One line per fact: "screen N", "tag INDEX NAME" for each tag, then each
 -- flag that is on.
 function restore.encode(c)
     local lines = { "screen " .. c.screen.index }
@@ -653,6 +752,41 @@ end
 
 -- Public API ------------------------------------------------------------
 
+-- The features in the order setup() starts them; Awesome's `exit` stops
+-- them in reverse.  The watchdog comes last: the STATUS= line its READY=1
+-- carries tells of the others, and at exit it is the first to tell the
+-- manager (RELOADING=1 or STOPPING=1).
+local FEATURES = { subreaper, clock, timezone, stall, scopes, restore, watchdog }
+
+-- Each feature by its option's name.
+local BY_NAME = {}
+for _, feature in ipairs(FEATURES) do BY_NAME[feature.name] = feature end
+
+-- For the specs (read-only use): each feature's table, by option name, and
+-- the options setup() ran with (set by setup).
+cluawm._state = { options = nil }
+for name, feature in pairs(BY_NAME) do cluawm._state[name] = feature end
+
+-- The order the README and setup's LDoc list the options in, and status()
+-- reports them in.
+local DOCUMENTED = { subreaper, clock, timezone, watchdog, stall, scopes, restore }
+
+-- The options of the setup() that ran; nil before.
+local options = nil
+
+-- Awesome emits `exit` once its main loop has ended, right before it
+-- exec's itself (restart) or exits: no timer or fd source runs any more,
+-- and every fd is close-on-exec, so only the features with a `stop` have
+-- something to undo.  Each runs protected: one failing stops no other.
+local function on_exit(restart)
+    for i = #FEATURES, 1, -1 do
+        local feature = FEATURES[i]
+        if feature.stop and options[feature.name] then
+            protected_call(feature.stop, restart)
+        end
+    end
+end
+
 local function check_option(args, name, allow_number)
     local v = args[name]
     if v == nil then return true end
@@ -681,125 +815,66 @@ end
 -- @tparam[opt=true] boolean args.restore give every window its tags, screen
 --   and state back after a restart
 -- @treturn boolean true the first time, false when already set up
+-- @usage
+-- -- rc.lua, before the widgets are built: everything on
+-- require("clua.awesome").setup {}
+-- -- or a stall limit of 5 s and no scopes
+-- require("clua.awesome").setup { stall = 5, scopes = false }
 function cluawm.setup(args)
     if args ~= nil and type(args) ~= "table" then
         error("clua.awesome.setup: bad argument #1 (table expected, got " .. type(args) .. ")", 2)
     end
     args = args or {}
     for k in pairs(args) do
-        if k ~= "subreaper" and k ~= "clock" and k ~= "watchdog" and k ~= "stall"
-            and k ~= "scopes" and k ~= "restore" and k ~= "timezone" then
+        if not BY_NAME[k] then
             error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
-    local options = {
-        subreaper = check_option(args, "subreaper"),
-        clock = check_option(args, "clock"),
-        timezone = check_option(args, "timezone"),
-        watchdog = check_option(args, "watchdog"),
-        stall = check_option(args, "stall", true),
-        scopes = check_option(args, "scopes"),
-        restore = check_option(args, "restore"),
-    }
-    if options.stall == true then options.stall = 10 end
-    if state.done then return false end
-    state.done = true
-    state.options = options
+    local given = {}
+    for _, feature in ipairs(DOCUMENTED) do
+        given[feature.name] = check_option(args, feature.name, feature == stall)
+    end
+    if given.stall == true then given.stall = 10 end
+    if options then return false end
+    options = given
+    cluawm._state.options = given
 
-    if options.subreaper then start_subreaper() end
-    if options.clock then start_clock() end
-    if options.timezone then start_timezone() end
-    if options.stall then start_stall(options.stall) end
-    if options.scopes then scopes.start() end
-    if options.restore then restore.start() end
-    if options.watchdog then start_notify() end
+    for _, feature in ipairs(FEATURES) do
+        if given[feature.name] then feature.start(given[feature.name]) end
+    end
+    capi.awesome.connect_signal("exit", on_exit)
     return true
 end
 
-local function seconds(x)
-    if x == nil then return "none" end
-    return string.format("%+.3f s", x)
+-- Appends the lines among `...` (nil for none) to `lines`.
+local function append(lines, ...)
+    for i = 1, select("#", ...) do
+        local line = select(i, ...)
+        if line then lines[#lines + 1] = line end
+    end
 end
 
--- The one-line summary sent as systemd's STATUS=.
-function status_line()
-    local parts = {}
-    if state.subreaper then
-        local kids = clua.children and clua.children()
-        parts[#parts + 1] = "subreaper" .. (kids and (", " .. #kids .. " children") or "")
-    end
-    if state.clock then
-        parts[#parts + 1] = state.clock_events .. " clock changes"
-    end
-    if state.guard then
-        parts[#parts + 1] = state.stalls_seen .. " stalls interrupted"
-    end
-    return "clua: " .. (#parts > 0 and table.concat(parts, "; ") or "idle")
-end
-
---- A human-readable summary, several lines:
--- `awesome-client 'return require("clua.awesome").status()'`.
+--- A human-readable summary, several lines: one or two per option, in the
+-- order of setup's options, saying what each does or why it does not.
 -- @treturn string
+-- @usage
+-- -- from a terminal (a shell command):
+-- --   awesome-client 'return require("clua.awesome").status()'
+-- -- or shown by rc.lua, from a key binding say:
+-- naughty.notify { text = require("clua.awesome").status() }
 function cluawm.status()
-    local lines = {}
-    local function add(...) lines[#lines + 1] = table.concat({ ... }) end
-    if not state.done then
+    if not options then
         return "clua.awesome: setup() not called"
     end
-    local o = state.options
-    if state.subreaper then
-        local on = clua.getsubreap()
-        add("subreaper: ", on and "on" or "OFF",
-            state.sweep_timer
-                and (", sweeping (SIGCHLD has no handler), " .. state.swept .. " swept")
-                or ", Awesome reaps (SIGCHLD handler)")
-        local kids = clua.children and clua.children()
-        add("children: ", kids and tostring(#kids) or "unknown")
-    else
-        add("subreaper: ",
-            o.subreaper and ("failed: " .. tostring(state.errors.subreaper)) or "off")
+    local lines = {}
+    for _, feature in ipairs(DOCUMENTED) do
+        if options[feature.name] then
+            append(lines, feature.status())
+        else
+            append(lines, feature.name .. ": off")
+        end
     end
-    if state.clock then
-        add("clock: watching fd ", tostring(state.clock:fd()), " via ", state.clock_how)
-        add("clock events: ", tostring(state.clock_events),
-            ", last jump ", seconds(state.last_jump),
-            ", last suspend ", seconds(state.last_suspended))
-    else
-        add("clock: ", o.clock and ("failed: " .. tostring(state.errors.clock)) or "off")
-    end
-    if state.tz then
-        add("timezone: ", tostring(state.tz:zone() or "none"), " (/etc/localtime, fd ",
-            tostring(state.tz:fd()), " via ", state.tz_how, ")",
-            tz_overridden() and (", overridden by TZ=" .. os.getenv("TZ")) or "")
-        add("timezone changes: ", tostring(state.tz_changes))
-    else
-        add("timezone: ", o.timezone and ("failed: " .. tostring(state.errors.timezone)) or "off")
-    end
-    if state.watchdog_usec then
-        add("watchdog: every ", string.format("%g", state.watchdog_usec / 1e6),
-            " s, heartbeat every ", string.format("%g", state.watchdog_usec / 2e6),
-            " s, ", tostring(state.heartbeats), " heartbeats sent")
-    else
-        add("watchdog: ", o.watchdog and "not enabled by a service manager" or "off")
-    end
-    if state.guard then
-        add("stall: limit ", string.format("%g", state.stall_limit), " s, ",
-            tostring(state.guard:stalls()), " interrupted, longest main-loop stall ",
-            string.format("%.3f", state.guard:longest()), " s, ",
-            state.stall_follows and "following the GLib main loop"
-                or state.stall_timer and "ticking every quarter of the limit"
-                or "not following the main loop yet")
-        local jit_line = stall_jit_line()
-        if jit_line then add("stall: ", jit_line) end
-    else
-        add("stall: ", o.stall and ("failed: " .. tostring(state.errors.stall)) or "off")
-    end
-    add(o.scopes and scopes.status() or "scopes: off")
-    add(o.restore and restore.status() or "restore: off")
     return table.concat(lines, "\n")
 end
-
--- For the specs: what setup() started (read-only use).
-cluawm._state = state
 
 return cluawm
