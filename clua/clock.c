@@ -120,11 +120,9 @@ static int l_clockwatch(lua_State *L)
 	struct clockwatch *w;
 
 	clua_checknargs(L, 0);
-	/* The metatable goes on before the fd exists, with fd = -1, so the
-	 * collector can finalise a watch whose creation failed half-way. */
+	/* The metatable goes on before the fd exists, so the collector can
+	 * finalise a watch whose creation failed half-way. */
 	w = clua_newobject(L, sizeof *w, CLOCKWATCH_TNAME);
-	w->fd = -1;
-
 	w->fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (w->fd < 0)
 		return clua_pusherror(L, "timerfd_create", errno);
