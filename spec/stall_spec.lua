@@ -7,12 +7,12 @@ local testkit = require("testkit")
 local VALGRIND = os.getenv("CLUA_UNDER_VALGRIND") == "1"
 local TSAN = os.getenv("CLUA_UNDER_TSAN") == "1"
 -- How late an interrupt may come: the watcher itself is exact, but the
--- machine is shared and valgrind runs threads one at a time. Under
--- valgrind a spinning main thread lets the watcher run about once a second
--- (when valgrind switches threads), and a late look during which the main
--- thread was not runnable either (it waits for valgrind's lock, which
--- /proc cannot tell from a stopped process) counts only a quarter of the
--- limit: seen 5 to 6 s on a loaded machine.
+-- machine is shared and valgrind runs threads one at a time. The valgrind
+-- stage uses valgrind's fair scheduler (spec/support/check), which gives
+-- the watcher its turn on time; still, on a loaded machine a late look
+-- during which the main thread was not runnable either (it waits for
+-- valgrind's lock, which /proc cannot tell from a stopped process) counts
+-- only a quarter of the limit: seen 5 to 6 s.
 local SLACK = VALGRIND and 10 or 1
 local EBUSY, EAGAIN = 16, 11
 
