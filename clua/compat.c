@@ -33,6 +33,29 @@ void *luaL_testudata(lua_State *L, int ud, const char *tname)
 	lua_pop(L, 2);
 	return same ? p : NULL;
 }
+
+/* debug.traceback, found through package.loaded so that no global is
+ * read; called from C, its level 1 is the function running in L. Without
+ * the debug library, the message alone. */
+void luaL_traceback(lua_State *L, lua_State *L1, const char *msg, int level)
+{
+	(void)L1;
+	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+	lua_getfield(L, -1, "debug");
+	lua_remove(L, -2);
+	if (lua_istable(L, -1)) {
+		lua_getfield(L, -1, "traceback");
+		lua_remove(L, -2);
+	}
+	if (!lua_isfunction(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushstring(L, msg);
+		return;
+	}
+	lua_pushstring(L, msg);
+	lua_pushinteger(L, level + 1);
+	lua_call(L, 2, 1);
+}
 #endif
 
 #if LUA_VERSION_NUM < 503

@@ -20,6 +20,8 @@
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
 void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 void *luaL_testudata(lua_State *L, int ud, const char *tname);
+/* Only for L1 == L (the stall breaker's hook): debug.traceback's text. */
+void luaL_traceback(lua_State *L, lua_State *L1, const char *msg, int level);
 #define luaL_setmetatable(L, tname) \
 	(luaL_getmetatable(L, tname), lua_setmetatable(L, -2))
 #endif

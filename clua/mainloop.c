@@ -11,8 +11,9 @@
  *  - a host's own function (Awesome's a_glib_poll: its refresh runs Lua,
  *    then it polls, then it handles X events, running Lua again, all before
  *    returning): ours calls it, and the host says when its Lua work is done
- *    (stallguard:idle(), from Awesome's "refresh" signal). stall.c's hook
- *    then sees the first Lua call after the host's poll. To tell "after"
+ *    (stallguard:idle(), from Awesome's "refresh" signal). The stall
+ *    breaker's hook then sees the first Lua call after the host's poll, and
+ *    asks mainloop_before_poll() which side of it that was. To tell "after"
  *    from "before" (Lua may still run in the refresh after idle()), the
  *    host gets one more pollfd: fd -1, with a marker in revents. poll(2)
  *    writes every revents back when it returns (0 for fd -1, even on
@@ -49,16 +50,18 @@ static struct {
 	int own;		/* inner is GLib's own g_poll */
 	int on;			/* (atomic) following; else pass calls through */
 	short *mark;		/* in the host's poll: our pollfd's revents */
+	void (*sleeps)(void);	/* called before each poll we make */
+	void (*woke)(void);	/* called after each poll returned */
 } ml;
 
 static int own_poll(struct pollfd *fds, unsigned int n, int timeout)
 {
 	int r, err;
 
-	stall_loop_sleeps();
+	ml.sleeps();
 	r = poll(fds, n, timeout);
 	err = errno;
-	stall_loop_woke();
+	ml.woke();
 	errno = err;
 	return r;
 }
@@ -84,13 +87,14 @@ static int host_poll(struct pollfd *fds, unsigned int n, int timeout)
 		fds[i].revents = all[i].revents;
 	if (all != stack)
 		free(all);
-	stall_loop_woke();
+	ml.woke();
 	errno = err;
 	return r;
 }
 
 /* Installed as the default context's poll function. Another thread
- * iterating that context is passed through (stall.c checks the thread). */
+ * iterating that context is passed through (the callbacks check the
+ * thread). */
 static int wrapped_poll(struct pollfd *fds, unsigned int n, int timeout)
 {
 	if (!__atomic_load_n(&ml.on, __ATOMIC_ACQUIRE))
@@ -110,7 +114,8 @@ static void *find(const char *name)
 	return dlsym(ml.glib, name);
 }
 
-int mainloop_follow(const char **why)
+int mainloop_follow(void (*sleeps)(void), void (*woke)(void),
+		    const char **why)
 {
 	context_default_fn context_default;
 	poll_fn current, g_poll;
@@ -130,6 +135,8 @@ int mainloop_follow(const char **why)
 		return ENOSYS;
 	}
 	ml.context = context_default();
+	ml.sleeps = sleeps;
+	ml.woke = woke;
 	current = ml.get(ml.context);
 	if (current != wrapped_poll) {
 		ml.inner = current;
@@ -159,10 +166,7 @@ void mainloop_forked(void)
 
 int mainloop_following(void)
 {
-	return __atomic_load_n(&ml.on, __ATOMIC_ACQUIRE);
-}
-
-int mainloop_host_poll(void)
-{
-	return mainloop_following() && !ml.own;
+	if (!__atomic_load_n(&ml.on, __ATOMIC_ACQUIRE))
+		return 0;
+	return ml.own ? 1 : 2;
 }

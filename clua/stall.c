@@ -1,19 +1,8 @@
 /*
- * stall.c - the stall breaker: interrupt a runaway Lua loop on the main
- * thread, the way lua.c stops a script on Ctrl-C, but from a watcher
- * thread instead of a terminal. This file is the Lua API; the parts:
- *
- *   stallwatch.c  the watcher thread: times each busy stretch of the main
- *                 loop and sends a signal when one reaches the limit;
- *   stallhook.c   the signal handler and the hook, on the main thread:
- *                 they turn the signal into an error where Lua stalled;
- *   mainloop.c    GLib's poll function, wrapped: the loop's sleeps are
- *                 its idle periods (no ticks, no wake-ups while idle);
- *   stalljit.c    LuaJIT: compiled code sent back to the interpreter.
- *
- * Who touches what: the main thread reports its loop's state to the
- * watcher with atomic stores; the watcher only reads it and signals; only
- * the main thread (its handler and hook) touches the Lua state.
+ * stall.c - the stall breaker's Lua API: interrupt a runaway Lua loop on
+ * the main thread, the way lua.c stops a script on Ctrl-C, but from a
+ * watcher thread instead of a terminal. stall.h names the parts this file
+ * wires together, and holds the table of states they follow.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -99,33 +88,29 @@ static int guard_start(struct stallguard *g, lua_State *main, double limit)
 	struct stallwatch_config c;
 	int err;
 
-	/* LuaJIT's profiler first: the signal's handler uses it. */
-	g->jit = stalljit_start(main, &g->jit_why);
-	err = stallhook_start(main, &g->stalls);
-	if (err != 0) {
-		if (g->jit > 0)
-			stalljit_stop(main);
-		return err;
-	}
-	st.L = main;
-	g->gen = st.gen;
-	g->signo = stallhook_signal();
-	g->limit = limit;
 	c.limit_ns = (long long)(limit * 1e9);
 	if (c.limit_ns < 1)
 		c.limit_ns = 1;
-	c.signo = g->signo;
-	c.main_thread = pthread_self();
-	c.main_tid = (pid_t)syscall(SYS_gettid);
-	err = stallwatch_start(&c);
-	if (err != 0) {
+	/* LuaJIT's profiler first: the signal's handler uses it. */
+	g->jit = stalljit_start(main, &g->jit_why);
+	err = stallhook_start(main, &g->stalls, c.limit_ns, &g->signo);
+	if (err == 0) {
+		st.L = main;
+		g->gen = st.gen;
+		g->limit = limit;
+		c.signo = g->signo;
+		c.main_thread = pthread_self();
+		c.main_tid = (pid_t)syscall(SYS_gettid);
+		err = stallwatch_start(&c);
+		if (err == 0) {
+			g->running = 1;
+			return 0;
+		}
 		stallhook_stop();
-		if (g->jit > 0)
-			stalljit_stop(main);
-		return err;
 	}
-	g->running = 1;
-	return 0;
+	if (g->jit > 0)
+		stalljit_stop(main);
+	return err;
 }
 
 static void guard_stop(struct stallguard *g)
@@ -158,7 +143,11 @@ static struct stallguard *check_stallguard(lua_State *L, int idx)
  * Start the stall breaker: a watcher thread that interrupts the main Lua
  * thread when its loop has been busy `limit` seconds without a tick.
  * The interrupted code gets the error "main loop stalled for N s:
- * interrupted" with a traceback. One guard per process.
+ * interrupted" with a traceback, raised where it unwinds through Lua alone
+ * to a `pcall` or out of Lua (not inside Lua that a C function called and
+ * whose errors it might swallow, such as a host's property getter), and
+ * again in each caller until Lua is back in the host's loop if a C
+ * function swallowed it. One guard per process.
  *
  * Under LuaJIT it starts LuaJIT's profiler (in its line mode, with a
  * sampling interval it never reaches), so that compiled loops can be sent
@@ -258,7 +247,7 @@ static int l_glib(lua_State *L)
 	if (!alive(g))
 		return clua_pusherror(L, "stallguard:glib: the guard is stopped",
 				      EINVAL);
-	err = mainloop_follow(&why);
+	err = mainloop_follow(stallhook_loop_sleeps, stallhook_loop_woke, &why);
 	if (err != 0)
 		return clua_pusherror(L, why, err);
 	lua_pushboolean(L, 1);
@@ -407,14 +396,13 @@ static int m_close(lua_State *L)
 
 static int m_tostring(lua_State *L)
 {
+	static const char *const following[] = {"", ", GLib", ", GLib host poll"};
 	struct stallguard *g = check_stallguard(L, 1);
 
 	if (alive(g))
 		lua_pushfstring(L, STALLGUARD_TNAME " (limit %f s, signal %d%s)",
 				(lua_Number)g->limit, g->signo,
-				!mainloop_following() ? ""
-				: mainloop_host_poll() ? ", GLib host poll"
-				: ", GLib");
+				following[mainloop_following()]);
 	else
 		lua_pushliteral(L, STALLGUARD_TNAME " (stopped)");
 	return 1;

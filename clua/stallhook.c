@@ -1,29 +1,12 @@
 /*
  * stallhook.c - the stall breaker on the main thread: the signal handler
- * and the hook. The watcher thread (stallwatch.c) sends the signal; this
- * file turns it into an error in the Lua code that stalled, or into
- * nothing when no Lua stalled.
+ * and the hook, the SIGNALLED and BREAKING rows of stall.h's table.
  *
- * Who touches what, so that it is thread-safe by construction:
- *  - the signal handler, on the main thread, only sets a hook on the main
- *    Lua thread (lua_sethook is meant to be safe there: lua.c does it), and
- *    under LuaJIT makes compiled code return to the interpreter;
- *  - the hook, at the next Lua event, puts back whatever hook was there
- *    before and raises, if the stall is still going and Lua was running;
- *  - the main thread's own hook changes (idle(), the hook itself) leave
- *    the handler a note instead of racing with it (hooks_begin/_end).
- *
- * "Lua was running" is what keeps the error out of code that did not
- * stall. The hook fires at the first Lua event after the signal: an
- * instruction (a Lua loop), the return of a C function into Lua (a Lua
- * function blocked in io.popen():read()), or a call. A call from C into
- * Lua means C was running before it: the host's own code, or a process
- * that was stopped. Then it raises nothing.
- *
- * The same hook, set to fire on calls and returns, also tells the watcher
- * when Lua runs again after the host said its loop was idle (idle()): in
- * Awesome, X events are handled right after its poll, before the poll
- * function returns to GLib, and that is the first sign of life we get.
+ * Only the main thread touches the Lua state: the handler only sets the
+ * hook (lua_sethook is safe there: lua.c does it) and under LuaJIT sends
+ * compiled code back to the interpreter; the hook decides. The main
+ * thread's own hook changes (idle(), the hook itself) leave the handler a
+ * note instead of racing with it (hooks_begin/_end).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,25 +16,32 @@
 
 #include "stall.h"
 
-#define INTERRUPT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
-/* Lua runs again: a call, or a return (Lua that called a C function which
- * ran the host's loop, as Awesome's selection() does). */
+#define STALL_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
 #define WAKE_MASK (LUA_MASKCALL | LUA_MASKRET)
+#define PATIENCE_MIN_NS 100000000LL	/* 0.1 s */
+
+/* Registry key of the set of functions that catch errors for Lua code
+ * itself: the base library's pcall and xpcall. */
+#define CATCHERS_KEY "clua.stallguard.catchers"
 
 /* Main thread only, but for the fields marked (atomic). */
 static struct {
 	lua_State *L;			/* (atomic) main Lua thread, for the handler */
 	pthread_t main_thread;
-	lua_Integer *stalls;		/* the guard's count of interrupts */
+	lua_Integer *stalls;		/* the guard's count of stalls */
 	int signo;
 	struct sigaction old_action;	/* what signo was before we took it */
-	/* The hook that was set before ours, put back when ours fires. */
+	/* The hook that was set before ours, put back when ours goes. */
 	lua_Hook saved_hook;
 	int saved_mask, saved_count;
+	/* BREAKING (stall.h); 2 once this stall has raised (and counted). */
+	int breaking;
+	long long waited_since;	/* BREAKING since, or last raised */
+	long long patience_ns;	/* how long it waits for a clean frame */
 } h;
 
 /* Between the handler and the main thread's own hook changes. */
-static volatile sig_atomic_t interrupt_pending;	/* a signal came */
+static volatile sig_atomic_t signalled;		/* a signal came: SIGNALLED */
 static volatile sig_atomic_t hooks_changing;	/* main thread in arm/disarm */
 static volatile sig_atomic_t deferred;		/* a signal came meanwhile */
 
@@ -101,12 +91,12 @@ static void hooks_end(lua_State *L)
 			return;
 		hooks_changing = 1;
 		deferred = 0;
-		arm(L, INTERRUPT_MASK, 1);
+		arm(L, STALL_MASK, 1);
 		stalljit_kick();
 	}
 }
 
-/* On the main thread, at any point: only arm the hook. */
+/* On the main thread, at any point: -> SIGNALLED. */
 static void on_stall_signal(int signo)
 {
 	int saved_errno = errno;
@@ -114,146 +104,169 @@ static void on_stall_signal(int signo)
 
 	(void)signo;
 	if (L != NULL) {
-		interrupt_pending = 1;
+		signalled = 1;
 		if (hooks_changing) {
 			deferred = 1;
 		} else {
-			arm(L, INTERRUPT_MASK, 1);
+			arm(L, STALL_MASK, 1);
 			stalljit_kick();
 		}
 	}
 	errno = saved_errno;
 }
 
-/* --- Raising ----------------------------------------------------------- */
+/* --- Where to raise ---------------------------------------------------- */
 
-/* Pushes "chunk:line: " of the innermost Lua function running: when the
- * hook fires on the return from a C function (a blocking read), level 0 is
- * that C function, which has no line. */
-static void push_where(lua_State *L)
+/* Whether Lua had been running when the stall was signalled: an
+ * instruction, or a call or return with a Lua function at or below it (a
+ * Lua function called a C function that stalled, or that C function calls
+ * back into Lua). A call from C with no Lua below is the host's own C code
+ * calling in: the host stalled, not Lua. */
+static int lua_was_running(lua_State *L, const lua_Debug *ar)
 {
-	lua_Debug ar;
+	lua_Debug d;
+	int level = ar->event == LUA_HOOKRET ? 0 : 1;
+
+	if (ar->event == LUA_HOOKCOUNT || ar->event == LUA_HOOKLINE)
+		return 1;
+	for (; lua_getstack(L, level, &d); level++)
+		if (lua_getinfo(L, "S", &d) && strcmp(d.what, "C") != 0)
+			return 1;
+	return 0;
+}
+
+static int frame_is_c(lua_State *L, int level)
+{
+	lua_Debug d;
+
+	return lua_getstack(L, level, &d) && lua_getinfo(L, "S", &d)
+		&& strcmp(d.what, "C") == 0;
+}
+
+/* Whether the function on top of the stack is pcall or xpcall (pops it). */
+static int is_catcher(lua_State *L)
+{
+	int yes;
+
+	lua_getfield(L, LUA_REGISTRYINDEX, CATCHERS_KEY);
+	lua_insert(L, -2);
+	lua_rawget(L, -2);
+	yes = lua_toboolean(L, -1);
+	lua_pop(L, 2);
+	return yes;
+}
+
+/* Whether an error raised now unwinds through Lua frames alone to Lua's
+ * own pcall or xpcall, or to the bottom of the stack (the host's loop, or
+ * coroutine.resume). A C function on the way may catch it and go on (the
+ * host's lua_pcall: Awesome logs the error and returns to the Lua that
+ * called it), so there the hook waits for a caller. A C function at level
+ * 0 is the one being called or returning: the error starts above it. */
+static int unwinds_cleanly(lua_State *L)
+{
+	lua_Debug d;
 	int level;
 
-	for (level = 0; level < 8 && lua_getstack(L, level, &ar); level++) {
-		if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
-			lua_pushfstring(L, "%s:%d: ", ar.short_src,
-					ar.currentline);
-			return;
-		}
+	for (level = 1; lua_getstack(L, level, &d); level++) {
+		if (!lua_getinfo(L, "Sf", &d))
+			return 0;
+		if (strcmp(d.what, "C") == 0)
+			return is_catcher(L);
+		lua_pop(L, 1);
 	}
-	lua_pushliteral(L, "");
+	return 1;
 }
 
-/* Keeps a copy of the message on top of the stack for stallguard:last():
- * the error itself lands in whatever pcall is nearest, which may be code
- * the guard's owner never sees (awful.remote, a gears.timer). */
-static int remember_and_raise(lua_State *L)
-{
-	lua_pushvalue(L, -1);
-	lua_setfield(L, LUA_REGISTRYINDEX, STALL_LAST_KEY);
-	return lua_error(L);
-}
+/* --- Raising ----------------------------------------------------------- */
 
 /* Raises "<where>: main loop stalled for N s: interrupted" plus a
- * traceback of the interrupted code. */
-static int raise_stall(lua_State *L, long long stalled_ns)
+ * traceback of the interrupted code. The first raise of a stall counts it
+ * and keeps a copy for stallguard:last(): the error itself lands in
+ * whatever pcall is nearest, which may be code the guard's owner never
+ * sees (awful.remote, a gears.timer). */
+static int raise_stall(lua_State *L, long long stalled_ns, int first)
 {
 	char msg[80];
 
 	snprintf(msg, sizeof msg, "main loop stalled for %.1f s: interrupted",
 		 (double)stalled_ns / 1e9);
-	push_where(L);
+	/* "chunk:line: " of the Lua function running: at the return from a C
+	 * function (a blocking read), level 0 is that C function. */
+	luaL_where(L, frame_is_c(L, 0) ? 1 : 0);
 	lua_pushstring(L, msg);
 	lua_concat(L, 2);
-#ifdef CLUA_COMPAT_AUXLIB
-	/* PUC Lua 5.1 has no luaL_traceback: debug.traceback does the same,
-	 * found through package.loaded so that no global is read. */
-	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
-	lua_getfield(L, -1, "debug");
-	if (lua_istable(L, -1)) {
-		lua_getfield(L, -1, "traceback");
-		if (lua_isfunction(L, -1)) {
-			lua_pushvalue(L, -4);
-			lua_pushinteger(L, 1);
-			lua_call(L, 2, 1);
-			return remember_and_raise(L);
-		}
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 2);
-#else
 	luaL_traceback(L, L, lua_tostring(L, -1), 0);
-#endif
-	return remember_and_raise(L);
-}
-
-/* --- The hook ---------------------------------------------------------- */
-
-static int lua_at_level(lua_State *L, int level)
-{
-	lua_Debug d;
-
-	return lua_getstack(L, level, &d) && lua_getinfo(L, "S", &d)
-		&& strcmp(d.what, "C") != 0;
-}
-
-/* Whether Lua code was running when the stall ended (see the top). */
-static int lua_was_running(lua_State *L, const lua_Debug *ar)
-{
-	switch (ar->event) {
-	case LUA_HOOKCALL:
-#ifdef LUA_HOOKTAILCALL
-	case LUA_HOOKTAILCALL:
-#endif
-		/* Called by Lua: Lua ran. Called by C: C ran. */
-		return lua_at_level(L, 1);
-	case LUA_HOOKRET:
-#ifdef LUA_HOOKTAILRET
-	case LUA_HOOKTAILRET:
-#endif
-		/* A Lua function, or a C function returning into Lua. */
-		return lua_at_level(L, 0) || lua_at_level(L, 1);
-	default:
-		return 1;	/* an instruction: Lua itself */
+	lua_remove(L, -2);
+	if (first) {
+		if (h.stalls != NULL)
+			(*h.stalls)++;
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, STALL_LAST_KEY);
 	}
+	return lua_error(L);
 }
 
-/* At the next Lua event after idle() (a call or a return), or after the
- * signal. */
+/* --- The hook: the table of stall.h ------------------------------------ */
+
+/* Takes the hook off L and leaves BREAKING; when the loop went idle, keeps
+ * watching for Lua to run again (WAKE) or marks the loop busy. */
+static void stand_down(lua_State *L, lua_State *main)
+{
+	disarm(L);
+	h.breaking = 0;
+	if (main == NULL || !stallwatch_is_idle())
+		return;
+	if (mainloop_before_poll())
+		arm(main, WAKE_MASK, 0);	/* still before its sleep */
+	else
+		stallwatch_wake();
+}
+
+/* One Lua event with our hook set: the rows SIGNALLED and BREAKING of the
+ * table in stall.h. */
 static void on_hook(lua_State *L, lua_Debug *ar)
 {
 	lua_State *main = main_state();
 	long long stalled = 0;
-	int raise = 0;
+	int again, clean, raise = 0, first = 0;
 
 	hooks_begin();
-	disarm(L);
-	if (main == NULL) {
-		/* No guard any more (stopped, or made before a fork). */
-		interrupt_pending = 0;
-	} else if (stallwatch_is_idle()) {
-		/* Whatever stalled before ended when the loop went idle. */
-		interrupt_pending = 0;
-		if (mainloop_before_poll())
-			arm(main, WAKE_MASK, 0);	/* still before its sleep */
-		else
-			stallwatch_wake();
-	} else if (interrupt_pending) {
-		interrupt_pending = 0;
-		if (stallwatch_still_stalled(&stalled)) {
+	again = signalled;
+	signalled = 0;
+	if (main == NULL || !(again || h.breaking)
+	    || !stallwatch_still_stalled(&stalled)) {
+		stand_down(L, main);	/* no stall (any more) */
+	} else if (!lua_was_running(L, ar)) {
+		/* The host calls in afresh: it stalled in its own C code, or
+		 * the stalled Lua is gone (its error went out to the host). */
+		stallwatch_handled();
+		stand_down(L, main);
+	} else {
+		if (!h.breaking) {	/* SIGNALLED: Lua stalled */
 			stallwatch_handled();
-			raise = lua_was_running(L, ar);
+			h.breaking = 1;
+			h.waited_since = stall_now();
+			again = 0;
 		}
+		clean = unwinds_cleanly(L);
+		if (!clean && !again
+		    && stall_now() - h.waited_since >= h.patience_ns)
+			again = 1;	/* waited long enough for a caller */
+		if (clean || again) {	/* BREAKING: raise here */
+			raise = 1;
+			first = h.breaking == 1;
+			h.breaking = 2;
+			h.waited_since = stall_now();
+		}
+		if (clean)
+			stand_down(L, main);
 	}
 	hooks_end(main != NULL ? main : L);
-	if (raise && h.stalls != NULL) {
-		(*h.stalls)++;
-		raise_stall(L, stalled);
-	}
+	if (raise)
+		raise_stall(L, stalled, first);
 }
 
-/* --- Called by mainloop.c around the loop's poll ---------------------- */
+/* --- Called around the loop's poll (mainloop_follow) ------------------- */
 
 static int on_main_thread(void)
 {
@@ -261,7 +274,7 @@ static int on_main_thread(void)
 		&& pthread_equal(pthread_self(), h.main_thread);
 }
 
-void stall_loop_sleeps(void)
+void stallhook_loop_sleeps(void)
 {
 	if (on_main_thread())
 		stallwatch_idle();
@@ -269,7 +282,7 @@ void stall_loop_sleeps(void)
 
 /* The host's poll returned. If no Lua ran since idle(), our wake hook is
  * still set: take it off, the loop is busy anyway from now. */
-void stall_loop_woke(void)
+void stallhook_loop_woke(void)
 {
 	lua_State *L = main_state();
 
@@ -332,25 +345,53 @@ static void release_signal(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* --- For stall.c ------------------------------------------------------- */
-
-int stallhook_start(lua_State *main, lua_Integer *stalls)
+/* Adds _G[name] to the set of catchers; the stack: set, _LOADED, _G. */
+static void add_catcher(lua_State *L, const char *name)
 {
-	int signo = claim_signal(&h.old_action);
-
-	if (signo < 0)
-		return -signo;
-	h.signo = signo;
-	h.main_thread = pthread_self();
-	h.stalls = stalls;
-	interrupt_pending = deferred = hooks_changing = 0;
-	__atomic_store_n(&h.L, main, __ATOMIC_RELEASE);
-	return 0;
+	lua_getfield(L, -1, name);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return;
+	}
+	lua_pushboolean(L, 1);
+	lua_rawset(L, -5);
 }
 
-int stallhook_signal(void)
+/* Records pcall and xpcall as the base library has them now, as the keys
+ * of the CATCHERS_KEY table (a function set later in _G is not Lua's). */
+static void remember_catchers(lua_State *L)
 {
-	return h.signo;
+	lua_newtable(L);
+	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+	lua_getfield(L, -1, "_G");
+	if (lua_istable(L, -1)) {
+		add_catcher(L, "pcall");
+		add_catcher(L, "xpcall");
+	}
+	lua_pop(L, 2);
+	lua_setfield(L, LUA_REGISTRYINDEX, CATCHERS_KEY);
+}
+
+/* --- For stall.c ------------------------------------------------------- */
+
+int stallhook_start(lua_State *main, lua_Integer *stalls, long long limit_ns,
+		    int *signo)
+{
+	*signo = claim_signal(&h.old_action);
+	if (*signo < 0)
+		return -*signo;
+	remember_catchers(main);
+	h.signo = *signo;
+	h.main_thread = pthread_self();
+	h.stalls = stalls;
+	h.breaking = 0;
+	/* A quarter of the limit, but long enough for the error handlers a
+	 * host runs on the way out (Awesome's notification) never to be cut. */
+	h.patience_ns = limit_ns / 4 > PATIENCE_MIN_NS ? limit_ns / 4
+						       : PATIENCE_MIN_NS;
+	signalled = deferred = hooks_changing = 0;
+	__atomic_store_n(&h.L, main, __ATOMIC_RELEASE);
+	return 0;
 }
 
 /* After the watcher is gone: no signal can come any more. */
@@ -361,7 +402,8 @@ void stallhook_stop(void)
 	release_signal();
 	if (L != NULL)
 		disarm(L);
-	interrupt_pending = deferred = hooks_changing = 0;
+	signalled = deferred = hooks_changing = 0;
+	h.breaking = 0;
 	h.stalls = NULL;
 }
 
@@ -377,7 +419,8 @@ void stallhook_idle(void)
 
 void stallhook_forked(void)
 {
-	interrupt_pending = deferred = hooks_changing = 0;
+	signalled = deferred = hooks_changing = 0;
+	h.breaking = 0;
 	if (main_state() == NULL)
 		return;
 	__atomic_store_n(&h.L, NULL, __ATOMIC_RELEASE);

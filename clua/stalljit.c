@@ -20,7 +20,6 @@
  */
 #include <dlfcn.h>
 #include <signal.h>
-#include <string.h>
 
 #include "stall.h"
 
@@ -39,24 +38,16 @@ static struct {
 	void (*sigprof)(int);	/* (atomic) LuaJIT's SIGPROF handler */
 } jit;
 
-/* Whether L belongs to LuaJIT: its `jit` library is loaded (LuaJIT's
- * luaL_openlibs always loads it) and names itself LuaJIT. */
+/* Whether L belongs to LuaJIT: LuaJIT's luaL_openlibs always loads its
+ * `jit` library, which PUC Lua has not. */
 static int is_luajit(lua_State *L)
 {
-	int yes = 0;
+	int yes;
 
 	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
-	if (lua_istable(L, -1)) {
-		lua_getfield(L, -1, "jit");
-		if (lua_istable(L, -1)) {
-			lua_getfield(L, -1, "version");
-			yes = lua_isstring(L, -1) &&
-			      strncmp(lua_tostring(L, -1), "LuaJIT", 6) == 0;
-			lua_pop(L, 1);
-		}
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 1);
+	lua_getfield(L, -1, "jit");
+	yes = lua_istable(L, -1);
+	lua_pop(L, 2);
 	return yes;
 }
 

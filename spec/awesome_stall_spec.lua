@@ -252,6 +252,218 @@ describe("the stall breaker in a real Awesome #integration", function()
     end)
   end)
 
+  -- Every shape of runaway loop a config writes, started from each place
+  -- Lua runs in Awesome: awesome-client (D-Bus, awful.remote's pcall), a
+  -- key binding (Awesome's C calls it), a gears.timer callback (GLib,
+  -- gears.protected_call), a signal handler Awesome emits from C
+  -- (`manage`), and a widget's draw method on the wibar (the refresh).
+  -- Most of these loops run through Lua that Awesome calls from C under
+  -- its own error handler (property getters, signal handlers).
+  describe("breaks every shape of loop, wherever it runs (2 s limit)", function()
+    local LIMIT = 2
+    local RC = [[
+      clua_spec = { errors = {}, keys = 0 }
+      awesome.connect_signal("debug::error", function(e)
+        table.insert(clua_spec.errors, tostring(e))
+      end)
+      local awful = require("awful")
+      local gears = require("gears")
+      local wibox = require("wibox")
+      local GLib = require("lgi").GLib
+      require("clua.awesome").setup { stall = 2 }
+      awesome.connect_signal("x", function() clua_spec.x = (clua_spec.x or 0) + 1 end)
+      local function started() clua_spec.started = GLib.get_monotonic_time() end
+      local shapes = {}
+      function shapes.tags()
+        started()
+        while true do local t = screen[1].tags end -- loop:tags
+      end
+      function shapes.focus()
+        started()
+        while true do local n = client.focus and client.focus.name end -- loop:focus
+      end
+      function shapes.emit()
+        started()
+        while true do awesome.emit_signal("x") end -- loop:emit
+      end
+      function shapes.geometry()
+        started()
+        while true do for _, c in ipairs(client.get()) do local g = c:geometry() end end -- loop:geometry
+      end
+      -- The loop runs in a comparator, below table.sort (C): no caller
+      -- runs, so the breaker raises in the loop itself after waiting; the
+      -- delayed call, run later in the same turn of Awesome's loop (its
+      -- refresh), must run undisturbed.
+      function shapes.sort()
+        started()
+        gears.timer.delayed_call(function() clua_spec.after_sort = true end)
+        table.sort({ 3, 1, 2 }, function() while true do end end) -- loop:sort
+      end
+      clua_spec.shapes = shapes
+      root.keys(gears.table.join(
+        awful.key({}, "F11", function() shapes[clua_spec.key_shape]() end),
+        awful.key({}, "F10", function() clua_spec.keys = clua_spec.keys + 1 end)))
+      client.connect_signal("manage", function()
+        local shape = clua_spec.manage_shape
+        clua_spec.manage_shape = nil
+        if shape then shapes[shape]() end
+      end)
+      -- A widget of the wibar that loops when it is drawn, once asked to.
+      local looper = wibox.widget.base.make_widget()
+      function looper:fit(_, _, h) return 20, h end
+      function looper:draw()
+        if not clua_spec.draw_loops then return end
+        clua_spec.draw_loops = false
+        started()
+        while true do end -- loop:draw
+      end
+      clua_spec.looper = looper
+      awful.screen.connect_for_each_screen(function(s)
+        awful.tag({ "1", "2" }, s, awful.layout.layouts[1])
+        s.bar = awful.wibar { screen = s }
+        s.bar:setup { layout = wibox.layout.fixed.horizontal, looper }
+      end)
+    ]]
+    local wm, rcpath
+
+    setup(function()
+      if not (harness.available() and clua.stallguard) then return end
+      rcpath = harness.rc(RC)
+      wm = assert(harness.start { rc = rcpath })
+      -- Three clients for the geometry loop.
+      wm:client([[for _ = 1, 3 do require("awful").spawn({ "xlogo" }, false) end]])
+      assert(harness.wait_until(10, function()
+        return wm:client("return #client.get()") == 3
+      end, 0.2), "the three xlogo windows were never managed")
+    end)
+    teardown(function() if wm then wm:stop() end end)
+
+    -- The line of rc.lua holding `loop:NAME`.
+    local function loop_line(name)
+      local n = 0
+      for line in harness.readfile(rcpath):gmatch("([^\n]*)\n") do
+        n = n + 1
+        if line:find("loop:" .. name, 1, true) then return n end
+      end
+      error("no loop:" .. name .. " in rc.lua")
+    end
+
+    -- debug::error messages about stalls so far.
+    local function stall_reports()
+      return wm:client([[
+        local n = {}
+        for _, e in ipairs(clua_spec.errors) do
+          if e:find("main loop stalled", 1, true) then n[#n + 1] = e end
+        end
+        return table.concat(n, "\n<<<>>>\n")
+      ]])
+    end
+
+    -- (D-Bus strings hold no NUL: the reports come separated by a line)
+    local function split0(text)
+      local t = {}
+      for e in (text .. "\n<<<>>>\n"):gmatch("(.-)\n<<<>>>\n") do
+        if e ~= "" then t[#t + 1] = e end
+      end
+      return t
+    end
+
+    -- Runs `trigger` (an awesome-client chunk that starts the loop now or
+    -- in a later turn of Awesome's loop), then checks: Awesome answers
+    -- within 2 limits + 1 s of the loop's start, one stall is counted and
+    -- reported once (one debug::error: a notification), naming the line
+    -- `where`, and Awesome goes on working (a key binding and a spawn).
+    local function breaks(trigger, where)
+      local before, reports = stalls(wm), #split0(stall_reports())
+      wm:client("clua_spec.started = nil")
+      wm:try_client(trigger, 20)
+      -- Awesome answers one request at a time: an answer saying the loop
+      -- started comes once the loop is over.
+      local t0 = harness.wait_until(20, function()
+        local ok, started = wm:try_client("return tostring(clua_spec.started)", 10)
+        return ok and tonumber(started)
+      end, 0.05)
+      local t1 = testkit.now("monotonic")
+      assert.is_truthy(t0, "the loop never started, or Awesome never answered\n" .. wm:logtail())
+      local took = t1 - t0 / 1e6
+      assert.is_true(took <= 2 * LIMIT + 1, "Awesome answered " .. took .. " s after the loop began")
+      assert.equal(before + 1, stalls(wm))
+      local all = split0(stall_reports())
+      assert.equal(reports + 1, #all, "stall reports:\n" .. table.concat(all, "\n---\n"))
+      assert.matches(where .. ": main loop stalled for", all[#all], 1, true)
+      assert.matches("stack traceback:", all[#all], 1, true)
+      -- Awesome goes on: a key binding, and a spawn.
+      local keys = wm:client("return clua_spec.keys")
+      local flag = wm.dir .. "/spawned"
+      os.remove(flag)
+      wm:client(([[
+        root.fake_input("key_press", "F10")
+        root.fake_input("key_release", "F10")
+        require("awful").spawn({ "touch", %q }, false)
+      ]]):format(flag))
+      assert.is_truthy(harness.wait_until(5, function()
+        return wm:client("return clua_spec.keys") > keys and harness.readfile(flag)
+      end, 0.1), "a key binding or a spawn did not work after the stall")
+    end
+
+    local LOOPS = {
+      tags = "while true do local t = screen[1].tags end",
+      focus = "while true do local n = client.focus and client.focus.name end",
+      emit = "while true do awesome.emit_signal('x') end",
+      geometry = "while true do for _, c in ipairs(client.get()) do local g = c:geometry() end end",
+    }
+    for _, shape in ipairs { "tags", "focus", "emit", "geometry" } do
+      it(shape .. ": sent with awesome-client", function()
+        if not skip_unless_ready() then return end
+        local chunk = "clua_spec.started = require('lgi').GLib.get_monotonic_time() " .. LOOPS[shape]
+        -- (Lua names a chunk by its first 40-odd characters)
+        breaks(chunk, '[string "clua_spec.started = require(\'lgi\').GLib.get_m..."]:1')
+      end)
+
+      it(shape .. ": run from a key binding", function()
+        if not skip_unless_ready() then return end
+        breaks(([[
+          clua_spec.key_shape = %q
+          root.fake_input("key_press", "F11")
+          root.fake_input("key_release", "F11")
+        ]]):format(shape), "rc.lua:" .. loop_line(shape))
+      end)
+
+      it(shape .. ": run from a gears.timer callback", function()
+        if not skip_unless_ready() then return end
+        breaks(([[
+          require("gears.timer").start_new(0.05, function() clua_spec.shapes[%q]() end)
+        ]]):format(shape), "rc.lua:" .. loop_line(shape))
+      end)
+
+      it(shape .. ": run from a `manage` handler Awesome emits from C", function()
+        if not skip_unless_ready() then return end
+        breaks(([[
+          clua_spec.manage_shape = %q
+          require("awful").spawn({ "xlogo" }, false)
+        ]]):format(shape), "rc.lua:" .. loop_line(shape))
+      end)
+    end
+
+    it("a loop below a C function that passes errors on (a table.sort comparator), from C", function()
+      if not skip_unless_ready() then return end
+      breaks([[
+        clua_spec.after_sort = false
+        clua_spec.manage_shape = "sort"
+        require("awful").spawn({ "xlogo" }, false)
+      ]], "rc.lua:" .. loop_line("sort"))
+      assert.is_true(wm:client("return clua_spec.after_sort"))
+    end)
+
+    it("a widget's draw method on the wibar", function()
+      if not skip_unless_ready() then return end
+      breaks([[
+        clua_spec.draw_loops = true
+        clua_spec.looper:emit_signal("widget::redraw_needed")
+      ]], "rc.lua:" .. loop_line("draw"))
+    end)
+  end)
+
   describe("with a 3 s limit", function()
     local wm
     setup(function()

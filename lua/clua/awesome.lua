@@ -451,20 +451,35 @@ local stall = {
     follow_error = nil, -- why it does not
     timer = nil,        -- a tick timer, only when it cannot follow
     seen = 0,           -- stalls reported so far
+    awesome_told = nil, -- the stall error Awesome emitted itself, if any
 }
 
--- An interrupt's error went to whichever pcall was nearest (awful.remote,
--- a gears.timer...); report it here too, with its traceback.
+-- A stall's error goes wherever the interrupted code's errors go: a pcall
+-- (awful.remote's, gears.protected_call's: they print it or hand it back),
+-- or Awesome's own C caller, which logs it and emits `debug::error` itself
+-- (a key binding, a signal emitted from C).  Each stall is reported here
+-- once more, with its traceback, unless Awesome already emitted it: one
+-- notification per stall.
 local function report_new_stalls()
     local n = stall.guard:stalls()
     if n <= stall.seen then return end
-    local detail = stall.guard:last()
-    stall.seen = n
-    report("Lua interrupted: the main loop did not turn for " ..
-        string.format("%g", stall.limit) .. " s (" .. n ..
-        (n == 1 and " stall" or " stalls") .. " so far)" ..
-        (detail and ("\n" .. tostring(detail)) or ""))
+    local detail = tostring(stall.guard:last())
+    local told = stall.awesome_told
+    stall.seen, stall.awesome_told = n, nil
+    if not (told and told:find(detail:match("[^\n]*"), 1, true)) then
+        report("Lua interrupted: the main loop did not turn for " ..
+            string.format("%g", stall.limit) .. " s (" .. n ..
+            (n == 1 and " stall" or " stalls") .. " so far)\n" .. detail)
+    end
     watchdog.changed()
+end
+
+-- Notes a stall's error that Awesome emitted as `debug::error` itself.
+local function on_debug_error(err)
+    if type(err) == "string" and err:find("main loop stalled for", 1, true)
+        and err:sub(1, 13) ~= "clua.awesome:" then
+        stall.awesome_told = err
+    end
 end
 
 -- Runs last in Awesome's "refresh" signal, which Awesome emits from its
@@ -509,6 +524,7 @@ function stall.start(limit)
     stall.guard = guard
     stall.limit = limit
     capi.awesome.connect_signal("refresh", on_refresh)
+    capi.awesome.connect_signal("debug::error", on_debug_error)
     gtimer.start_new(0, function()
         protected_call(follow_loop)
         return false
@@ -521,6 +537,7 @@ function stall.stop()
     if not stall.guard then return end
     if stall.timer then stall.timer:stop() end
     capi.awesome.disconnect_signal("refresh", on_refresh)
+    capi.awesome.disconnect_signal("debug::error", on_debug_error)
     stall.guard:stop()
 end
 

@@ -709,6 +709,47 @@ static int l_spin_c(lua_State *L)
 	return lua_gettop(L) - 1;
 }
 
+/* swallowing(f[, on_error]): a C function that calls f with its own
+ * arguments under lua_pcall and swallows any error, as Awesome runs
+ * property getters and signal handlers: its error handler (C) first calls
+ * on_error(message) (Lua, like Awesome's debug::error handlers), then the
+ * C function returns nothing. Without an error it returns what f returned.
+ * For the stall breaker's specs: an error raised in f must be raised
+ * again in the Lua that called the C function. */
+static int swallow_handler(lua_State *L)
+{
+	if (!lua_isnil(L, lua_upvalueindex(1))) {
+		lua_pushvalue(L, lua_upvalueindex(1));
+		lua_pushvalue(L, 1);
+		lua_call(L, 1, 0);
+	}
+	return 1;
+}
+
+static int swallowing_call(lua_State *L)
+{
+	int n = lua_gettop(L);
+
+	lua_pushvalue(L, lua_upvalueindex(2));
+	lua_pushcclosure(L, swallow_handler, 1);
+	lua_insert(L, 1);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 2);
+	if (lua_pcall(L, n, LUA_MULTRET, 1) != 0)
+		return 0;
+	return lua_gettop(L) - 1;
+}
+
+static int l_swallowing(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 2))
+		luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_settop(L, 2);
+	lua_pushcclosure(L, swallowing_call, 2);
+	return 1;
+}
+
 /* stop_me(after, duration): a shell that SIGSTOPs this process after
  * `after` seconds and SIGCONTs it `duration` seconds later, then exits.
  * Exec'd without LD_PRELOAD: no sanitizer runtime in it, and valgrind does
@@ -1114,6 +1155,7 @@ static const luaL_Reg stall_funcs[] = {
 	{"nanosleep_once", l_nanosleep_once},
 	{"last_errno", l_last_errno},
 	{"spin_c", l_spin_c},
+	{"swallowing", l_swallowing},
 	{"stop_me", l_stop_me},
 	{"fork_coded", l_fork_coded},
 	{"exit_coded", l_exit_coded},
