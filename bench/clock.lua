@@ -45,7 +45,7 @@ local function report_all(status)
 end
 
 local clua = lib.clua()
-if not lib.has(clua, "clockwatch") then return report_all("not built yet") end
+if not lib.has(clua, "clockwatch") then return report_all(lib.NOT_BUILT) end
 
 -- Runs clock_poke N FILE; returns the latencies (us), the misses, and an
 -- error status when the clock may not be set.
@@ -124,7 +124,7 @@ lib.result { id = "2a", what = A, unit = "us", values = lat_a, stat = "median", 
 local hok, harness = pcall(require, "support.awesome")
 local glue = lib.readfile(lib.root .. "/lua/clua/awesome.lua")
 if not hok or not glue then
-  report_b("not built yet")
+  report_b(lib.NOT_BUILT)
   lib.sh("rm -rf " .. lib.shq(dir))
   return
 end

@@ -38,9 +38,9 @@ end
 
 local so = stripped(lib.build .. "/clua.so")
 lib.result { id = "6a", what = "clua.so size, stripped", unit = "KiB", values = so and { so },
-  status = not so and "not built yet" or nil, how = how .. ": " .. rel(lib.build .. "/clua.so"),
+  status = not so and lib.NOT_BUILT or nil, how = how .. ": " .. rel(lib.build .. "/clua.so"),
   note = anchors() }
 local wo = stripped(lib.tools .. "/watchoutput")
 lib.result { id = "6b", what = "watchoutput size, stripped", unit = "KiB",
-  values = wo and { wo }, status = not wo and "not built yet" or nil,
+  values = wo and { wo }, status = not wo and lib.NOT_BUILT or nil,
   how = how .. ": " .. rel(lib.tools .. "/watchoutput") }

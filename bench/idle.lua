@@ -11,7 +11,8 @@
 --              so the watchdog is off);
 --   nostall    setup{ stall = false };
 --   watchdog   setup{}, Awesome run as a Type=notify user service of a real
---              `systemd --user` (spec/support/systemd.lua) with WatchdogSec=60.
+--              `systemd --user` (spec/support/systemd.lua) with WatchdogSec=60:
+--              session/awesome.service as installed, with a drop-in.
 -- After 4 s of settling (plus 6 s more each round, see below) it reads
 -- VmRSS, then counts over the same 12 s the
 -- voluntary context switches of all of each Awesome's threads (a thread
@@ -70,26 +71,31 @@ local function report_all(status)
   lib.result { id = RSS.id, what = RSS.what, unit = RSS.unit, status = status, how = how }
 end
 
+-- An input of this tree that is gone fails the row; only what the machine
+-- lacks (a program, root, a user manager) is a skip.
 local hok, harness = pcall(require, "support.awesome")
-if not hok or not lib.readfile(lib.root .. "/lua/clua/awesome.lua") then
-  return report_all("not built yet")
+if not hok then return report_all("failed: " .. tostring(harness):match("[^\n]*")) end
+if not lib.readfile(lib.root .. "/lua/clua/awesome.lua") then
+  return report_all("failed: lua/clua/awesome.lua is missing")
 end
 local ok, why = harness.available()
 if not ok then return report_all("skipped: " .. why) end
 local _, have_strace = lib.sh("command -v strace >/dev/null")
 
--- The manager for the watchdog configuration, when this machine can run one.
-local mgr, mgr_why
-local sok, systemd = pcall(require, "support.systemd")
-if sok and lib.readfile(lib.root .. "/examples/awesome.service") then
+-- The manager for the watchdog configuration, when this machine can run
+-- one; mgr_status says why there is none ("skipped: ..." or "failed: ...").
+local mgr, mgr_status
+local systemd = require("support.systemd")
+if not lib.readfile(lib.root .. "/session/awesome.service") then
+  mgr_status = "failed: session/awesome.service is missing"
+else
   local avail, w = systemd.available()
   if avail then
-    mgr, mgr_why = systemd.start()
+    local m, mw = systemd.start()
+    if m then mgr = m else mgr_status = "skipped: " .. tostring(mw) end
   else
-    mgr_why = w
+    mgr_status = "skipped: " .. w
   end
-else
-  mgr_why = "no support.systemd or examples/awesome.service"
 end
 
 local RC = [[
@@ -108,7 +114,7 @@ local LAST = {
 local function start(cfg)
   local rc = harness.rc(RC:format(LAST[cfg]))
   if cfg == "watchdog" then
-    if not mgr then return nil, mgr_why end
+    if not mgr then return nil, mgr_status end
     return harness.start { rc = rc, manager = mgr, unit = "awesome-bench.service",
       unit_extra = { "WatchdogSec=60" } }
   end
@@ -171,10 +177,9 @@ for round = 1, MAX_ROUNDS do
     local wm, err = start(cfg)
     if wm then
       wms[cfg], pids[cfg] = wm, wm:pid()
-    elseif cfg ~= "watchdog" then
-      failed = "failed: " .. tostring(err):match("[^\n]*")
-    else
-      mgr_why = mgr_why or tostring(err):match("[^\n]*")
+    elseif cfg ~= "watchdog" or mgr then
+      -- (a manager that runs but where the unit did not start: a failure)
+      failed = "failed: " .. cfg .. ": " .. tostring(err):match("[^\n]*")
     end
   end
   if not failed then
@@ -266,13 +271,13 @@ for _, r in ipairs(W) do
   local d = deltas("wake", r.cfg, r.base)
   lib.result { id = r.id, what = r.what, unit = "/min", values = d, stat = "mean", op = "<=",
     target = r.target, how = how, note = note("wake", r),
-    status = not d and ("skipped: " .. tostring(mgr_why)) or nil }
+    status = not d and (mgr_status or "failed: no measurement") or nil }
 end
 for _, r in ipairs(S) do
   local d = have_strace and deltas("sys", r.cfg, r.base)
   lib.result { id = r.id, what = r.what, unit = "/min", values = d or nil, stat = "mean",
     op = r.target and "<=", target = r.target, how = how, note = d and note("sys", r),
-    status = not d and (have_strace and ("skipped: " .. tostring(mgr_why))
+    status = not d and (have_strace and (mgr_status or "failed: no measurement")
       or "skipped: strace missing") or nil }
 end
 local d = deltas("mem", "setup", "plain")

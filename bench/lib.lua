@@ -8,8 +8,10 @@
 -- keys: id, what (what is compared), unit, values (space-separated
 -- numbers: one per paired run, or one per sample), stat (which statistic
 -- the target applies to: min, median, mean, max, p99, sum), op (<= or >=),
--- target (a number), status (empty, or "not built yet", "skipped: why"),
--- how (a command anyone can rerun), note.
+-- target (a number), status (empty; "skipped: why" for what the machine
+-- lacks; "failed: why" for a row that could not run, an input gone or not
+-- built: bench/run then exits non-zero), how (a command anyone can rerun),
+-- note.
 --
 -- Benchmarks, not tests: nothing here ever exits non-zero because a target
 -- was missed.
@@ -17,6 +19,9 @@
 local ptime = require("posix.time")
 
 local lib = {}
+
+--- The status of a row whose program or module is not built.
+lib.NOT_BUILT = "failed: not built (make bench builds it)"
 
 --- Seconds on CLOCK_MONOTONIC, as a float.
 function lib.now()

@@ -25,8 +25,8 @@ end
 local A = "clua.notify_watchdog / lua-systemd kick_dog"
 local B = "clua.notify_watchdog / systemd-notify WATCHDOG=1"
 if not lib.has(lib.clua(), "notify_watchdog") then
-  report("5a", A, nil, 0.5, "not built yet")
-  report("5b", B, nil, 1.0, "not built yet")
+  report("5a", A, nil, 0.5, lib.NOT_BUILT)
+  report("5b", B, nil, 1.0, lib.NOT_BUILT)
   return
 end
 local have_lsd = pcall(require, "systemd.daemon")

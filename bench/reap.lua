@@ -18,7 +18,7 @@ assert(total and wave and arg[3], "usage: reap.lua N WAVE ARM...")
 local function reaper(arm)
   if arm == "clua" then
     local clua = assert(lib.clua())
-    return assert(clua.reap, "clua.reap: not built yet")
+    return assert(clua.reap, "clua.reap: not built (make bench builds it)")
   elseif arm == "luaposix" then
     local wait = require("posix.sys.wait")
     local waitpid, WNOHANG = wait.wait, wait.WNOHANG

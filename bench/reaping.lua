@@ -21,8 +21,8 @@ local function report(id, what, values, target, status)
     op = "<=", target = target, status = status, how = how }
 end
 if not lib.has(clua, "reap") then
-  report("4a", "clua.reap / C waitpid loop", nil, 1.1, "not built yet")
-  report("4b", "clua.reap / luaposix wait", nil, 1.0, "not built yet")
+  report("4a", "clua.reap / C waitpid loop", nil, 1.1, lib.NOT_BUILT)
+  report("4b", "clua.reap / luaposix wait", nil, 1.0, lib.NOT_BUILT)
   return
 end
 if not pcall(require, "posix.sys.wait") then

@@ -30,7 +30,7 @@ end
 
 local probe = lib.benchbin .. "/spawn_probe"
 if not io.open(probe) or not io.open(lib.tools .. "/clua-scope") then
-  return report("not built yet")
+  return report(lib.NOT_BUILT)
 end
 local ok, why = harness.available()
 if ok then ok, why = systemd.available() end

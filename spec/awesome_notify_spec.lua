@@ -56,7 +56,11 @@ describe("clua.awesome with a notify socket nobody reads #integration", function
     return true
   end
 
-  it("answers awesome-client 'return 1' within 100 ms for 10 s", function()
+  -- A heartbeat that blocked on the full socket would block for ever: a
+  -- main loop that never stood still for 1 s, answering every call, is
+  -- one that did not block; the bounds leave room for a busy machine.
+  it("answers awesome-client 'return 1' for 10 s, its main loop never still for 1 s",
+    function()
     if not need_awesome() then return end
     -- The main loop itself: reset the measure, then 10 s of calls.
     wm:client("clua_spec.longest = 0")
@@ -72,14 +76,14 @@ describe("clua.awesome with a notify socket nobody reads #integration", function
     table.sort(took)
     local median = took[math.ceil(#took / 2)]
     -- A round trip also counts starting awesome-client and dbus-send,
-    -- which a busy machine delays on its own: the median must be within
-    -- 100 ms; the main loop's longest pause, measured inside Awesome by a
-    -- 10 ms timer, always.
+    -- which a busy machine delays on its own (some 20 ms on an idle one):
+    -- the median must be within 0.5 s; the main loop's longest pause,
+    -- measured inside Awesome by a 10 ms timer, within 1 s, always.
     local longest = tonumber((wm:client("return tostring(clua_spec.longest)")))
-    assert.is_true(median < 0.1, ("median answer %.0f ms"):format(median * 1000))
-    assert.is_true(longest < 100000,
+    assert.is_true(median < 0.5, ("median answer %.0f ms"):format(median * 1000))
+    assert.is_true(longest < 1000000,
       ("Awesome's main loop stood still for %.0f ms"):format(longest / 1000))
-    assert.is_true(#took >= 20, #took .. " answers in 10 s")
+    assert.is_true(#took >= 10, #took .. " answers in 10 s")
   end)
 
   it("reported the failure once, with EAGAIN, and goes on sending heartbeats", function()
@@ -101,10 +105,13 @@ end)
 -- is up, RELOADING=1 when it restarts in place and READY=1 from the new
 -- image, STOPPING=1 when it quits (the glue's `exit` handler).
 describe("clua.awesome telling its service manager #integration", function()
-  -- The next datagram within 5 s that is not a heartbeat or a STATUS= alone.
+  -- The next datagram within 5 s that is not a heartbeat or a STATUS= alone
+  -- (nil when none came in that time).
   local function next_state(rx)
+    local deadline = testkit.now("monotonic") + 5
     while true do
-      local got = rx:recv(5000)
+      local left = deadline - testkit.now("monotonic")
+      local got = left > 0 and rx:recv(math.ceil(left * 1000)) or nil
       if not got or got:find("READY=1", 1, true) or got:find("RELOADING=1", 1, true)
           or got:find("STOPPING=1", 1, true) then
         return got

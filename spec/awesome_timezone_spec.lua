@@ -9,6 +9,7 @@
 -- That needs root (a mount namespace): without it these tests skip.
 local harness = require("support.awesome")
 local private_etc = require("support.private_etc")
+local shell = require("support.shell")
 local testkit = require("testkit")
 local clua = require("clua")
 
@@ -51,14 +52,16 @@ local function count(wm)
   return wm:client("return #clua_spec.tz")
 end
 
--- Waits until no signal came for 0.5 s; returns the count.
+-- Waits until no signal came for 0.5 s (for 10 s at most); returns the
+-- count.
 local function settle(wm)
   local n = count(wm)
-  repeat
+  shell.wait_for("no clua::timezone_changed for 0.5 s", 10, function()
     local before = n
     testkit.sleep(0.5)
     n = count(wm)
-  until n == before
+    return n == before, n .. " signals"
+  end, 0)
   return n
 end
 
@@ -69,7 +72,9 @@ local function clock_text(now, offset, abbr)
 end
 
 -- Makes one change (`act`), then checks everything a user relies on: the
--- signal came once, with both names, within 100 ms of the change; in its
+-- signal came once, with both names, within 0.5 s of the change (it takes
+-- milliseconds; the rest is room for a busy machine, where Awesome waits
+-- for a core; a watch that polled would miss it by seconds); in its
 -- handler the textclock already showed the new zone's time and
 -- abbreviation and os.date("%Z") the new abbreviation; and they still do.
 local function check_change(wm, act, want)
@@ -87,7 +92,7 @@ local function check_change(wm, act, want)
   assert.are.equal(want.old, old)
   assert.are.equal(want.new, new)
   local late = tonumber(t) - t_change
-  assert.is_true(late <= 0.1, ("the signal came %.3f s after the change"):format(late))
+  assert.is_true(late <= 0.5, ("the signal came %.3f s after the change"):format(late))
   now = tonumber(now)
   -- a minute may turn between the refresh and os.time() in the handler
   local ok_text = shown == clock_text(now, want.offset, want.abbr) or
@@ -232,6 +237,7 @@ describe("clua.awesome timezone watch, idle #integration", function()
         result = { on = a1 - a0, off = b1 - b0, woke = woke1 - woke0 }
         break
       end
+      shell.retried("/etc changed during the idle minute (another program)")
     end
     if not result then
       pending("/etc changed during each of two idle minutes (another program): not idle")

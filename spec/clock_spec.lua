@@ -6,6 +6,7 @@
 local clua = require("clua")
 local testkit = require("testkit")
 local checks = require("support.checks")
+local shell = require("support.shell")
 
 local EPERM = 1
 
@@ -77,6 +78,7 @@ describe("clua.clockwatch", function()
     for _ = 1, 5 do
       result = w:read()
       if result == nil then break end
+      shell.retried("a clock change by another program")
     end
     assert.is_nil(result)
   end)
@@ -93,6 +95,7 @@ describe("clua.clockwatch", function()
     for _ = 1, 5 do -- a table here is another process's clock event
       result = w:wait(0.1)
       if result == nil then break end
+      shell.retried("a clock change by another program")
     end
     assert.is_nil(result)
     assert.is_true(testkit.now("monotonic") - t0 >= 0.099)
@@ -206,6 +209,7 @@ describe("clua.clockwatch", function()
         moved = 0
         drain(w)
         if change and math.abs(change.jump - 2) < 0.5 then break end
+        shell.retried("another program stepped the clock during the measurement")
       end
       assert.is_table(change)
       assert.is_true(math.abs(change.jump - 2) < 0.05, "jump " .. change.jump)
@@ -245,6 +249,7 @@ describe("clua.clockwatch", function()
             and math.abs(down.jump + 2) < 0.5 then
           break
         end
+        shell.retried("another program stepped the clock during the measurement")
       end
       assert.is_table(up)
       assert.is_table(down)

@@ -31,7 +31,7 @@ describe("the API reference #integration", function()
     if missing then return end
     dir = shell.mktemp_dir("clua-doc")
     ok, output = run(("make -s -C %s doc LDOCFLAGS=%s"):format(quote(root),
-      quote("-d " .. dir)))
+      quote("-d " .. dir)), { timeout = 300, what = "make doc" })
   end)
 
   teardown(function()

@@ -14,11 +14,12 @@ describe("make install #integration", function()
   for _, v in ipairs({ "5.3", "5.4" }) do
     it("installs clua.so and lua/clua/*.lua under DESTDIR/PREFIX for Lua " .. v, function()
       local ok, out = run(("make -s -C %s install LUA_VERSION=%s PREFIX=/opt/clua DESTDIR=%s")
-        :format(quote(root), v, quote(tmp)))
+        :format(quote(root), v, quote(tmp)), { timeout = 300, what = "make install" })
       assert.is_true(ok, out)
       local prefix = tmp .. "/opt/clua"
       assert.is_true(run("test -x " .. quote(prefix .. "/lib/lua/" .. v .. "/clua.so")))
       local _, list = run("cd " .. quote(root) .. " && ls lua/clua/*.lua 2>/dev/null")
+      assert.is_truthy(list:find("%.lua"), "no lua/clua/*.lua to check")
       for file in list:gmatch("[^\n]+") do
         local installed = prefix .. "/share/lua/" .. v .. "/clua/" .. file:match("[^/]+$")
         assert.is_true(run("cmp " .. quote(root .. "/" .. file) .. " " .. quote(installed)),
@@ -49,7 +50,7 @@ describe("make install #integration", function()
       end
 
       ok, out = run(("make -s -C %s uninstall LUA_VERSION=%s PREFIX=/opt/clua DESTDIR=%s")
-        :format(quote(root), v, quote(tmp)))
+        :format(quote(root), v, quote(tmp)), { timeout = 120, what = "make uninstall" })
       assert.is_true(ok, out)
       -- Nothing left but folders.
       local _, left = run("find " .. quote(tmp) .. " ! -type d")

@@ -10,12 +10,14 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
   local tmp, offline
 
   setup(function()
-    tmp = shell.mktemp_dir("clua-rock")
     -- A private network namespace has no network at all: proof that the
     -- build needs none.
     offline = run("unshare -n true") and "unshare -n " or ""
   end)
-  teardown(function() run("rm -rf " .. quote(tmp)) end)
+  -- Each Lua its own tree and HOME: nothing one build left is seen by the
+  -- next.
+  before_each(function() tmp = shell.mktemp_dir("clua-rock") end)
+  after_each(function() run("rm -rf " .. quote(tmp)) end)
 
   for _, v in ipairs({ "5.1", "5.3", "5.4", "5.5" }) do
     it("builds offline with --tree and Lua " .. v .. " then loads from that tree", function()
@@ -27,7 +29,8 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
       local tree = tmp .. "/tree"
       local ok, out = run(("cd %s && HOME=%s %sluarocks --lua-version %s make "
         .. "rockspec/clua-scm-1.rockspec --tree %s"):format(
-        quote(root), quote(tmp), offline, v, quote(tree)))
+        quote(root), quote(tmp), offline, v, quote(tree)),
+        { timeout = 300, what = "luarocks make for Lua " .. v })
       assert.is_true(ok, out)
       assert.matches("clua scm%-1 is now installed", out)
 

@@ -20,6 +20,11 @@
 -- the session to end, so nothing is left running (not even a zombie: PID 1
 -- on the build machines reaps nothing).
 --
+-- Every wait here has a time limit (support.shell): the session's start
+-- (30 s), Awesome's first answer (`timeout`, 20 s), each awesome-client call
+-- (15 s unless told), a unit becoming active (20 s), the session's end
+-- (10 s, then it is killed).
+--
 -- With `start { rc = ..., manager = mgr }` (a manager from support.systemd)
 -- only Xvfb and the bus run in the session; Awesome itself runs as the user
 -- service "awesome.service" of that manager: the units of session/ as they
@@ -124,19 +129,11 @@ function harness.descendants(pid)
 end
 
 --- Calls f() every `step` seconds until it returns a true value or `timeout`
--- seconds passed; returns that value, or nil and the last value.
-function harness.wait_until(timeout, f, step)
-  local deadline = testkit.now("monotonic") + timeout
-  local last
-  repeat
-    last = f()
-    if last then return last end
-    testkit.sleep(step or 0.05)
-  until testkit.now("monotonic") > deadline
-  last = f()
-  if last then return last end
-  return nil, last
-end
+-- seconds passed; returns that value, or nil (the caller reports).  Use
+-- `harness.wait_for` (support.shell) for a wait that fails the test by
+-- itself, naming what it waited for.
+harness.wait_until = shell.poll
+harness.wait_for = shell.wait_for
 
 -- Parses what `awesome-client` prints (dbus-send --print-reply minus its
 -- first line): one "   string \"...\"", "   double N" or "   boolean B"
@@ -197,7 +194,7 @@ end
 -- @treturn[2] false, what awesome-client or dbus-send printed
 function Awesome:try_client(chunk, timeout)
   local errf = self.dir .. "/client.err"
-  local cmd = self:envprefix() .. "timeout " .. (timeout or 15) ..
+  local cmd = self:envprefix() .. "timeout -k 2 " .. (timeout or 15) ..
     " awesome-client " .. shq(chunk) .. " </dev/null 2>" .. shq(errf)
   local p = assert(io.popen(cmd, "r"))
   local out = p:read("a")
@@ -316,6 +313,14 @@ function Awesome:stop()
   end
   kill_and_wait(self.xvfb_pid)
   if self.session then
+    -- dbus-run-session ends once the session script's children (Awesome,
+    -- Xvfb) have; should it not, it and what it started are killed, so
+    -- close(), which waits for it, cannot hang.
+    local sp = self.session_pid
+    if sp and not harness.wait_until(10, function() return not harness.alive(sp) end) then
+      for _, d in ipairs(harness.descendants(sp)) do testkit.kill(d, 9) end
+      testkit.kill(sp, 9)
+    end
     self.session:close()
     self.session = nil
   end
@@ -459,15 +464,30 @@ function harness.start(args)
     for k, v in pairs(args.env) do lines[#lines + 1] = "export " .. k .. "=" .. shq(v) end
     writefile(self.dir .. "/awesome.env", table.concat(lines, "\n") .. "\n")
   end
-  local cmd = "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
+  -- The session's own sh writes its pid, then execs: that is
+  -- dbus-run-session's pid.  Its report lines go to a file, read below
+  -- with a deadline.
+  local report = self.dir .. "/session.out"
+  local cmd = "echo $$ >" .. shq(self.dir .. "/session.pid") .. "; " ..
+    "exec env -u LUA_PATH_5_3 -u LUA_CPATH_5_3 -u LUA_INIT -u LUA_INIT_5_3 " ..
     "-u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID -u XDG_RUNTIME_DIR " ..
     table.concat(assigns, " ") .. " " ..
     (args.etc and (args.etc:prefix() .. " ") or "") ..
     "dbus-run-session -- sh " .. shq(root .. "/spec/support/xvfb-session") .. " " ..
     shq(self.dir) .. ((self.manager or args.display_only) and "" or " " .. shq(self.rc)) ..
-    " 2>" .. shq(self.dir .. "/session.log")
+    " >" .. shq(report) .. " 2>" .. shq(self.dir .. "/session.log")
   self.session = assert(io.popen(cmd, "r"))
-  for line in self.session:lines() do
+  local LIMIT = 30
+  local ended = shell.poll(LIMIT, function()
+    self.session_pid = self.session_pid or tonumber(readfile(self.dir .. "/session.pid") or "")
+    local text = readfile(report) or ""
+    if text:find("\nready\n") or text:find("^ready\n") or text:find("\nerror ")
+      or text:find("^error ") then
+      return "reported"
+    end
+    if self.session_pid and not harness.alive(self.session_pid) then return "ended" end
+  end)
+  for line in (readfile(report) or ""):gmatch("[^\n]+") do
     local key, value = line:match("^(%S+) ?(.*)$")
     if key == "xvfb" then self.xvfb_pid = tonumber(value)
     elseif key == "display" then self.display = value
@@ -477,8 +497,10 @@ function harness.start(args)
     elseif key == "ready" then break
     end
   end
-  if self.err or not self.display then
+  if self.err or ended ~= "reported" or not self.display then
     local why = self.err
+      or (not ended and shell.timed_out(LIMIT, "Xvfb and the session bus to start") .. ": "
+        .. (readfile(self.dir .. "/session.log") or ""))
       or ("session ended early: " .. (readfile(self.dir .. "/session.log") or ""))
     self:stop()
     return nil, why

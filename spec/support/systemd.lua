@@ -16,7 +16,12 @@
 --    mgr:stop()                            -- nothing left running
 --
 -- Units write their output to `mgr:log()` (read it before `stop`, which
--- removes the folder): there is no journal. Units see the manager's
+-- removes the folder): there is no journal.
+--
+-- Every call has a time limit: each `systemctl` 60 s (support.shell.run:
+-- past it the test fails, "timed out after 60 s waiting for systemctl
+-- --user ..."), the manager's start 15 s, `stop` 10 s before SIGKILL;
+-- `wait_for` takes its own. Units see the manager's
 -- environment: XDG_RUNTIME_DIR, HOME, PATH; add more with
 -- `mgr:set_environment{K = "v"}` or Environment=.
 --
@@ -48,9 +53,7 @@ local function uptime()
 end
 M.uptime = uptime
 
-local function sleep(s)
-  os.execute("sleep " .. s)
-end
+local sleep = shell.sleep
 
 local alive = shell.alive
 
@@ -131,12 +134,12 @@ function M.start()
     self:stop()
     return nil, "could not launch systemd --user: " .. tostring(pid)
   end
-  local exited = false
-  for _ = 1, 150 do
-    if self:systemctl("show", "-P", "Version") then return self end
-    if not alive(self.pid) then exited = true break end
-    sleep(0.1)
-  end
+  local state = shell.poll(15, function()
+    if self:systemctl("show", "-P", "Version") then return "up" end
+    if not alive(self.pid) then return "exited" end
+  end, 0.1)
+  if state == "up" then return self end
+  local exited = state == "exited"
   local log = self:log()
   self:stop()
   if exited then
@@ -158,9 +161,13 @@ end
 -- @treturn boolean ok
 -- @treturn string output
 function Manager:systemctl(...)
-  local args = {}
-  for i = 1, select("#", ...) do args[i] = quote((select(i, ...))) end
-  return run(self:envprefix() .. "systemctl --user " .. table.concat(args, " "))
+  local args, plain = {}, {}
+  for i = 1, select("#", ...) do
+    plain[i] = tostring((select(i, ...)))
+    args[i] = quote(plain[i])
+  end
+  return run(self:envprefix() .. "systemctl --user " .. table.concat(args, " "),
+    { what = "systemctl --user " .. table.concat(plain, " ") })
 end
 
 --- Writes a unit file and reloads the manager.

@@ -997,7 +997,10 @@ static int l_host_cwork(lua_State *L)
  * protocol itself (no Xlib or xcb headers needed), to grab the server and
  * make Awesome wait for a reply in its own C code. xclient(display) ->
  * object with grab(), map() (creates a window and maps it: Awesome gets a
- * MapRequest), ungrab(), close(); each returns true or nil, msg, errno. */
+ * MapRequest), ungrab(), close(); each returns true or nil, msg, errno.
+ * Reads and writes on its socket give up after 10 s (SO_RCVTIMEO,
+ * SO_SNDTIMEO), so an X server that does not answer fails the spec
+ * instead of hanging it. */
 #define XCLIENT "testkit.xclient"
 
 struct xclient {
@@ -1057,6 +1060,7 @@ static int l_xclient(lua_State *L)
 {
 	const char *display = luaL_checkstring(L, 1);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval limit = {10, 0};
 	unsigned char setup[12] = {0x6c, 0, 11, 0}, head[8], *body;
 	size_t len;
 	unsigned vendor, formats;
@@ -1071,6 +1075,9 @@ static int l_xclient(lua_State *L)
 	x->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (x->fd < 0)
 		return clua_pusherror(L, "socket", errno);
+	if (setsockopt(x->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0
+	    || setsockopt(x->fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0)
+		return clua_pusherror(L, "setsockopt", errno);
 	if (connect(x->fd, (struct sockaddr *)&sa, sizeof sa) != 0)
 		return clua_pusherror(L, "connect", errno);
 	if (write(x->fd, setup, sizeof setup) != sizeof setup
