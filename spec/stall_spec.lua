@@ -3,6 +3,7 @@
 local clua = require("clua")
 local checks = require("support.checks")
 local testkit = require("testkit")
+local shell = require("support.shell")
 
 local VALGRIND = os.getenv("CLUA_UNDER_VALGRIND") == "1"
 local TSAN = os.getenv("CLUA_UNDER_TSAN") == "1"
@@ -18,17 +19,33 @@ local EBUSY, EAGAIN = 16, 11
 
 local function now() return testkit.now("monotonic") end
 
-local function spin() while true do end end
+-- A runaway loop, until the breaker interrupts it: one that gives up
+-- after GIVE_UP seconds fails its test rather than hanging the suite.
+local GIVE_UP = VALGRIND and 120 or 30
+local clock = testkit.now
+local function spin()
+  local stop = clock("monotonic") + GIVE_UP
+  repeat
+    for _ = 1, 1e6 do end
+  until clock("monotonic") > stop
+  error("spin: not interrupted within " .. GIVE_UP .. " s", 0)
+end
 -- ThreadSanitizer holds a signal back until the thread next enters a libc
 -- function it intercepts: a loop that calls none is never interrupted under
 -- it. The tsan stage spins allocating instead (realloc is intercepted);
 -- every other stage runs the bare loop.
 if TSAN then
-  spin = function() while true do local _ = {} end end
+  spin = function()
+    local stop = clock("monotonic") + GIVE_UP
+    repeat
+      for _ = 1, 1e4 do local _ = {} end
+    until clock("monotonic") > stop
+    error("spin: not interrupted within " .. GIVE_UP .. " s", 0)
+  end
 end
--- Under LuaJIT this loop is compiled to a trace, which checks no hooks:
--- every test using it also checks that the guard gets compiled code back
--- to the interpreter (through LuaJIT's profiler, see clua/stalljit.c).
+-- Under LuaJIT the inner loop is compiled to a trace, which checks no
+-- hooks: every test using it also checks that the guard gets compiled code
+-- back to the interpreter (through LuaJIT's profiler, see clua/stalljit.c).
 
 -- Busy for `seconds`, in Lua, calling `each` (if given) every `period`.
 local function busy(seconds, period, each)
@@ -70,7 +87,7 @@ local function wait_child(pid, timeout)
     testkit.sleep(0.02)
   until now() > deadline
   testkit.kill(pid, 9)
-  while clua.reap(pid) == nil do testkit.sleep(0.02) end
+  shell.wait_for("killed child " .. pid .. " to be reaped", 5, function() return clua.reap(pid) end)
   return nil, "child still running after " .. timeout .. " s"
 end
 
@@ -234,10 +251,9 @@ describe("clua.stallguard", function()
     local limit = 0.5
     -- Each loop gives up after this long, so that a breaker that fails
     -- fails the test instead of hanging the suite.
-    local GIVE_UP = 20 * (VALGRIND and 5 or 1)
-    -- (a C function: a Lua helper in the loop would be a frame the error
-    -- could be raised in, as well as the loop's own)
-    local clock = testkit.now
+    -- (the loops below read the time with a C function: a Lua helper in
+    -- the loop would be a frame the error could be raised in, besides the
+    -- loop's own)
     local swallowed, host_call, stop
     before_each(function()
       swallowed = {}
@@ -722,9 +738,13 @@ describe("clua.stallguard", function()
     local calls = 0
     local function counter() calls = calls + 1 end
     -- LuaJIT runs no count hook in compiled code: keep this one interpreted.
-    local function loop() while true do end end
+    local function loop()
+      local stop = clock("monotonic") + GIVE_UP
+      repeat
+        for _ = 1, 1e4 do local _ = {} end
+      until clock("monotonic") > stop
+    end
     if jit then jit.off(loop) end
-    if TSAN then loop = spin end
     debug.sethook(counter, "", 100000)
     finally(function() debug.sethook() end)
     local g = guard(0.5)
@@ -890,7 +910,9 @@ describe("clua.stallguard", function()
       assert.is_true(g:jit())
       local function compiled()
         local x = 0
-        while true do x = x + 1 end
+        -- (100 s or so when not interrupted: a loop that reads no clock)
+        for _ = 1, 1e11 do x = x + 1 end
+        error("not interrupted", 0)
       end
       jit.on(compiled, true)
       local t0 = now()
