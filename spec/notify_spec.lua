@@ -366,20 +366,22 @@ end)
 describe("clua notify's socket", function()
   local rx = use_receiver("abstract", true)
 
-  -- The unix sockets of this process that are bound to no address, as a
-  -- list of fds: the receivers are bound, notify's sending socket is not.
+  -- The datagram unix sockets of this process that are bound to no
+  -- address, as a list of fds: the receivers are bound, notify's sending
+  -- socket is not. (Only datagram ones: a stream socket the process may
+  -- have inherited, say from whatever started `make check`, is not ours.)
   local function unbound_sockets()
-    local named = {}
+    local unbound = {}
     local f = assert(io.open("/proc/net/unix"))
     for line in f:lines() do
-      local inode, path = line:match("^%S+: %S+ %S+ %S+ %S+ %S+ (%d+) ?(.*)$")
-      if inode and path ~= "" then named[inode] = true end
+      local kind, inode, path = line:match("^%S+: %S+ %S+ %S+ (%x+) %S+ (%d+) ?(.*)$")
+      if inode and path == "" and tonumber(kind, 16) == 2 then unbound[inode] = true end
     end
     f:close()
     local fds = {}
     for fd, target in pairs(testkit.fds()) do
       local inode = target:match("^socket:%[(%d+)%]$")
-      if inode and not named[inode] then fds[#fds + 1] = fd end
+      if inode and unbound[inode] then fds[#fds + 1] = fd end
     end
     table.sort(fds)
     return fds
