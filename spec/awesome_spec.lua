@@ -102,15 +102,25 @@ describe("clua.awesome in a real Awesome #integration", function()
     assert.equal(fds, harness.fd_count(wm:pid()))
   end)
 
-  it("rejects bad options with an error naming the option", function()
+  it("reports bad options of a second call, one line each, without raising", function()
     if not skip_unless_available() then return end
-    local out = wm:client(
-      [[return select(2, pcall(require("clua.awesome").setup, { stall = "10" }))]])
-    assert.matches("bad option 'stall'", out, 1, true)
-    out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { subreaper = 1 }))]])
-    assert.matches("bad option 'subreaper'", out, 1, true)
-    out = wm:client([[return select(2, pcall(require("clua.awesome").setup, { clcok = true }))]])
-    assert.matches("unknown option 'clcok'", out, 1, true)
+    local out = wm:client([[
+      local errors = {}
+      local function on(msg) errors[#errors + 1] = tostring(msg) end
+      awesome.connect_signal("debug::error", on)
+      local ok, r = pcall(require("clua.awesome").setup,
+        { stall = "10", subreaper = 1, clcok = true })
+      awesome.disconnect_signal("debug::error", on)
+      return tostring(ok) .. " " .. tostring(r) .. "\n" .. table.concat(errors, "\n")
+    ]])
+    local head, rest = out:match("^([^\n]*)\n(.*)$")
+    assert.equal("true false", head)
+    local lines = {}
+    for l in rest:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal(3, #lines, rest)
+    assert.matches('unknown option "clcok"', lines[1], 1, true)
+    assert.matches('bad option subreaper = 1 (true or false expected)', lines[2], 1, true)
+    assert.matches('bad option stall = "10" (true, false or a number of seconds', lines[3], 1, true)
   end)
 
   it("never steals a status: 500 easy_async exit codes are right while orphans churn", function()

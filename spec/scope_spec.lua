@@ -232,8 +232,10 @@ describe("clua-scope #integration", function()
     run("mkdir -p " .. quote(mgr.unitdir .. "/app-refuse-.scope.d"))
     mgr:install_unit("app-refuse-.scope.d/hold.conf",
       "[Unit]\nWants=clua-refuse-hold.service\nAfter=clua-refuse-hold.service\n")
+    local dir = shell.mktemp_dir("clua-scope-path")
+    -- (busted keeps one finally per test: the last one given)
     finally(function()
-      run("rm -rf " .. quote(mgr.unitdir .. "/app-refuse-.scope.d"))
+      run("rm -rf " .. quote(dir) .. " " .. quote(mgr.unitdir .. "/app-refuse-.scope.d"))
       mgr:systemctl("daemon-reload")
       mgr:systemctl("stop", "clua-refuse-hold.service")
     end)
@@ -256,8 +258,6 @@ describe("clua-scope #integration", function()
     end
     -- Found along PATH as execvp finds it, a non-executable file in an
     -- earlier folder notwithstanding.
-    local dir = shell.mktemp_dir("clua-scope-path")
-    finally(function() run("rm -rf " .. quote(dir)) end)
     run("printf 'x' > " .. quote(dir .. "/true"))
     local ok, out = scope("-- true", "PATH=" .. quote(dir .. ":/usr/bin:/bin") .. " ")
     assert.is_true(ok, out)
