@@ -15,7 +15,7 @@ describe("clua-scope #integration", function()
   setup(function()
     local ok, msg = systemd.available()
     if not ok then why = "needs a systemd user manager: " .. msg return end
-    mgr, msg = systemd.start()
+    mgr, msg = systemd.start { own_cgroup = true }
     if not mgr then why = "needs a systemd user manager: " .. msg end
   end)
 
@@ -161,7 +161,7 @@ describe("clua-scope #integration", function()
     -- A manager of its own, where the scopes of launcher "t" (a drop-in
     -- for every app-t-*.scope) wait for a service that takes 60 s to
     -- start.
-    local slow = assert(systemd.start())
+    local slow = assert(systemd.start { own_cgroup = true })
     finally(function() slow:stop() end)
     slow:install_unit("clua-hold.service",
       "[Service]\nType=oneshot\nExecStart=/bin/sleep 60\n")

@@ -747,8 +747,8 @@ function scopes.status()
     if scopes.helper then
         return "scopes: on, " .. scopes.launched .. " applications started in scopes (" ..
             scopes.helper .. ")" .. (scopes.unscoped > 0 and
-                (", " .. scopes.unscoped .. " that Awesome could not start through it " ..
-                 "started without one") or "")
+                (", " .. scopes.unscoped .. " left to Awesome alone (it could not " ..
+                 "start clua-scope for them)") or "")
     end
     return "scopes: off (" .. tostring(scopes.why_off or "no reason given") .. ")"
 end
