@@ -137,6 +137,29 @@ describe("clua.awesome's restore against another X client #integration", functio
     assert.equal(2, n, status)
   end)
 
+  it("keeps a change made in the very turn of the loop that restarts Awesome", function()
+    if not skip_unless_available() then return end
+    local wm = assert(harness.start { rc = harness.rc(RC) })
+    local x
+    finally(function()
+      if x then x.stop() end
+      wm:stop()
+    end)
+    x = xwindows(wm, 1)
+    wait_clients(wm, 1, 30)
+    -- The reply never comes: Awesome exec's itself in this very call.
+    wm:try_client([[
+      rawset(_G, "clua_harness_old", true)
+      local c = client.get()[1]
+      c:tags({ screen[1].tags[4], screen[1].tags[6] })
+      c.ontop = true
+      awesome.restart()
+    ]], 5)
+    assert(wm:wait_ready())
+    wait_clients(wm, 1, 30)
+    assert.equal("w1 4+6 ontop", wm:client(PLACES))
+  end)
+
   it("puts 500 windows back on 9 tags in under 1 s", function()
     if not skip_unless_available() then return end
     local wm = assert(harness.start { rc = harness.rc(RC) })

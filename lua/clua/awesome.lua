@@ -25,8 +25,13 @@
 -- * **scopes**: under a systemd user manager, every application launched
 --   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
 --   a watchdog kill or a crash of Awesome takes no application with it.
+--   It starts at once, also from rc.lua before `READY=1` and during a
+--   restart in place.
 -- * **restore**: every window keeps its tags, screen and floating,
---   minimised and maximised state across any restart of Awesome.
+--   minimised and maximised state across any restart of Awesome.  The
+--   place is a few 32-bit X properties of the window: at start-up a window
+--   costs at most 17 reads of 4 bytes, whatever other clients put there,
+--   and each screen's tags are read once.
 --
 -- Every option is checked: an unknown one, or a value clua does not accept,
 -- is reported in one line (`gears.debug` and `debug::error`) and turns off
@@ -969,6 +974,12 @@ function restore.start()
         save(c)
     end
     restore.started = true
+end
+
+-- Awesome exits or restarts: the changes of this last turn of the loop
+-- are written now (Awesome syncs with the X server after `exit`).
+function restore.stop()
+    flush()
 end
 
 function restore.status()
