@@ -7,9 +7,10 @@ properties on windows.
 
 `windows` opens $DISPLAY (libX11 through ctypes: nothing to build),
 creates and maps COUNT windows of 40x40 pixels, class "CluaSpec", named
-"w1" to "wCOUNT", prints "ready PID" once the server has them, then sleeps
-until killed, or 900 s at most, so that it never outlives a spec that
-forgot it; the server destroys the windows with the connection.
+"w1" to "wCOUNT", prints "ready PID" once the server has them (or exits,
+silent, after 60 s without), then sleeps until killed, or 900 s at most,
+so that it never outlives a spec that forgot it; the server destroys the
+windows with the connection.
 
 `set` sets the property NAME of window WINDOW (an id, 0x... or decimal;
 any client may set any window's properties) and exits once the server has
@@ -25,6 +26,7 @@ may not be longer than the server's limit (16 MB with BIG-REQUESTS).
 """
 import ctypes
 import os
+import signal
 import sys
 import time
 
@@ -89,6 +91,7 @@ def open_display():
 
 
 def windows(count):
+    signal.alarm(60)
     dpy = open_display()
     root = X.XDefaultRootWindow(dpy)
     hint = XClassHint(b"cluaspec", b"CluaSpec")
@@ -98,6 +101,7 @@ def windows(count):
         X.XSetClassHint(dpy, w, ctypes.byref(hint))
         X.XMapWindow(dpy, w)
     X.XSync(dpy, 0)
+    signal.alarm(0)
     print("ready %d" % os.getpid(), flush=True)
     time.sleep(900)
 
