@@ -219,8 +219,8 @@ describe("clua.awesome timezone watch, idle #integration", function()
       require("clua.awesome").setup { stall = false, clock = false, timezone = false }
     ]]) })
     assert.is_true(on:client("return require('clua.awesome')._state.timezone.watch ~= nil"))
-    assert.matches("\ntimezone: off\n", off:client("return require('clua.awesome').status()"),
-      1, true)
+    assert.matches("\ntimezone: off (setup option)\n",
+      off:client("return require('clua.awesome').status()"), 1, true)
     -- A change in /etc by anybody else would wake the watch, rightly; this
     -- process's own watch on /etc tells whether one came.
     guard = assert(clua.timezonewatch())

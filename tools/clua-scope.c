@@ -18,11 +18,18 @@
  * fork would race with a command that forks and exits at once).
  *
  * It never keeps COMMAND from running: without a user manager, when the
- * manager refuses, or when it has not answered within SCOPE_TIMEOUT, one
- * line goes to stderr and COMMAND runs anyway, outside a scope.
+ * manager refuses, or when the scope does not exist within SCOPE_TIMEOUT,
+ * one line goes to stderr and COMMAND runs anyway, outside a scope.
  *
- * The scope is PartOf= and After= graphical-session.target: when the
- * graphical session ends, its applications are stopped with it.
+ * The scope is PartOf=graphical-session.target: when the graphical
+ * session ends, its applications are stopped with it.  It is not ordered
+ * After= it: the session target becomes active only once the window
+ * manager said READY=1, after its whole configuration ran, and a scope
+ * ordered after it would keep every application launched before that
+ * (from the configuration, during a restart in place) waiting.
+ *
+ * A COMMAND that cannot be run is refused before the manager is asked for
+ * anything: one line, no scope.
  *
  * Exit status: none of its own once COMMAND runs; 127 COMMAND not found;
  * 126 not executable; 2 usage error.
@@ -39,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <systemd/sd-bus.h>
 
@@ -84,8 +92,9 @@ static const char usage_text[] =
 	"Run COMMAND in a new transient systemd user scope in app.slice, named\n"
 	"app-LAUNCHER-APPID-RANDOM.scope, so that it lives on when the program\n"
 	"that started it (a window manager) is killed or restarted.  The scope\n"
-	"stops with graphical-session.target.  Without a user manager, or when\n"
-	"the scope cannot be made, COMMAND runs anyway, without one.\n"
+	"stops with graphical-session.target (it does not wait for it to start).\n"
+	"Without a user manager, or when the scope cannot be made within 3 s,\n"
+	"COMMAND runs anyway, without one.\n"
 	"\n"
 	"Options (they end at the first non-option):\n"
 	"  -l, --launcher NAME  who launches it (the scope's name says so)\n"
@@ -158,7 +167,13 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			say("option '%s' needs an argument", argv[optind - 1]);
 			return EXIT_USAGE;
 		default:
-			say("unknown option '%s' (see --help)", argv[optind - 1]);
+			/* A short option may sit inside a cluster ("-zq"), where
+			 * argv[optind - 1] is the word before: optopt names it.
+			 * An unknown long option leaves optopt 0. */
+			if (optopt)
+				say("unknown option '-%c' (see --help)", optopt);
+			else
+				say("unknown option '%s' (see --help)", argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}
@@ -292,15 +307,29 @@ static uint64_t now_usec(void)
  * longer than an application may wait to start. */
 struct request {
 	int error;		/* negative errno once it failed */
-	char why[256];		/* what failed */
+	char why[512];		/* what failed, the whole message */
 	char job[256];		/* the scope's job, "" before the reply */
 	char result[32];	/* the job's result once removed, "" before */
+	bool cancel_answered;	/* the job's Cancel was answered */
+	bool cancelled;		/* ... and succeeded */
 };
 
-static void request_failed(struct request *req, int error, const char *why)
+/* Records the first failure: what failed, and the system's word for
+ * `error` (a negative errno). */
+static void request_failed(struct request *req, int error, const char *what)
 {
 	if (req->error == 0) {
 		req->error = error < 0 ? error : -EIO;
+		snprintf(req->why, sizeof req->why, "%s: %s", what,
+			 strerror(-req->error));
+	}
+}
+
+/* Records a failure that `why` says all of. */
+static void request_gave_up(struct request *req, int error, const char *why)
+{
+	if (req->error == 0) {
+		req->error = error;
 		snprintf(req->why, sizeof req->why, "%s", why);
 	}
 }
@@ -317,7 +346,7 @@ static int on_reply(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (e != NULL) {
 		snprintf(why, sizeof why, "StartTransientUnit: %s",
 			 e->message ? e->message : e->name);
-		request_failed(req, -sd_bus_message_get_errno(m), why);
+		request_gave_up(req, -sd_bus_message_get_errno(m), why);
 	} else if (sd_bus_message_read(m, "o", &job) < 0) {
 		request_failed(req, -EBADMSG, "StartTransientUnit's reply");
 	} else {
@@ -344,6 +373,19 @@ static int on_job_removed(sd_bus_message *m, void *userdata,
 	return 0;
 }
 
+/* The reply to the job's Cancel: an error means the job was gone already
+ * (it ended meanwhile: JobRemoved says how). */
+static int on_cancel_reply(sd_bus_message *m, void *userdata,
+			   sd_bus_error *error)
+{
+	struct request *req = userdata;
+
+	(void)error;
+	req->cancel_answered = true;
+	req->cancelled = !sd_bus_message_is_method_error(m, NULL);
+	return 0;
+}
+
 /* The manager's private socket: a direct connection, no bus daemon in
  * between, and it exists whenever the user manager runs. */
 static int connect_manager(sd_bus **bus)
@@ -366,7 +408,9 @@ static int connect_manager(sd_bus **bus)
 	return r;
 }
 
-/* Queues StartTransientUnit for a scope holding this very process. */
+/* Queues StartTransientUnit for a scope holding this very process.
+ * `timeout` is sd-bus's own for the reply: longer than the deadline
+ * run_until_done keeps, so that the deadline decides what is said. */
 static int request_scope(sd_bus *bus, const char *unit, const char *desc,
 			 uint64_t timeout, struct request *req)
 {
@@ -381,13 +425,14 @@ static int request_scope(sd_bus *bus, const char *unit, const char *desc,
 		r = sd_bus_message_append(m, "ss", unit, "fail");
 	if (r >= 0)
 		r = sd_bus_message_append(
-			m, "a(sv)", 6,
+			m, "a(sv)", 5,
 			"PIDs", "au", 1, (uint32_t)getpid(),
 			"Slice", "s", SLICE,
 			"Description", "s", desc,
 			"CollectMode", "s", "inactive-or-failed",
-			"PartOf", "as", 1, SESSION_TARGET,
-			"After", "as", 1, SESSION_TARGET);
+			/* Stopped with the session, and not After= it: see the
+			 * top of this file. */
+			"PartOf", "as", 1, SESSION_TARGET);
 	if (r >= 0)
 		r = sd_bus_message_append(m, "a(sa(sv))", 0);
 	if (r >= 0)
@@ -396,33 +441,94 @@ static int request_scope(sd_bus *bus, const char *unit, const char *desc,
 	return r;
 }
 
-/* Runs the connection until the job is removed, the request failed, or
- * the deadline passed. */
-static void run_until_done(sd_bus *bus, struct request *req,
-			   uint64_t deadline)
+/* Runs the connection until `done(req)`, an error on the connection, or
+ * `deadline`.  Returns false at the deadline. */
+static bool run_until(sd_bus *bus, struct request *req, uint64_t deadline,
+		      bool (*done)(const struct request *))
 {
-	while (req->error == 0 && req->result[0] == '\0') {
+	while (!done(req)) {
 		uint64_t now = now_usec();
 		int r = sd_bus_process(bus, NULL);
 
 		if (r < 0) {
 			request_failed(req, r, "talking to the user manager");
-		} else if (r == 0) {
-			if (now >= deadline) {
-				request_failed(req, -ETIMEDOUT,
-					       "the user manager did not answer");
-				break;
-			}
-			r = sd_bus_wait(bus, deadline - now);
-			if (r < 0 && r != -EINTR)
-				request_failed(req, r, "waiting for the user manager");
+			return true;
 		}
+		if (r > 0)
+			continue;
+		if (now >= deadline)
+			return false;
+		r = sd_bus_wait(bus, deadline - now);
+		if (r < 0 && r != -EINTR) {
+			request_failed(req, r, "waiting for the user manager");
+			return true;
+		}
+	}
+	return true;
+}
+
+static bool job_over(const struct request *req)
+{
+	return req->error != 0 || req->result[0] != '\0';
+}
+
+static bool cancel_over(const struct request *req)
+{
+	return req->error != 0 || req->result[0] != '\0' || req->cancel_answered;
+}
+
+/* How long a Cancel may take once the manager is known to answer. */
+static const uint64_t CANCEL_TIMEOUT_USEC = 500000;
+
+/* Gives up on a job the manager has queued but not run by the deadline
+ * (something it waits for is slow): cancels it, so that it neither stays
+ * queued nor moves COMMAND into a scope later, while it runs.  Should the
+ * job have finished meanwhile, the scope exists and holds this process:
+ * that is a success after all. */
+static void give_up_job(sd_bus *bus, struct request *req)
+{
+	char why[sizeof req->why];
+	int r;
+
+	r = sd_bus_call_method_async(bus, NULL, "org.freedesktop.systemd1",
+				     req->job, "org.freedesktop.systemd1.Job",
+				     "Cancel", on_cancel_reply, req, "");
+	if (r >= 0)
+		run_until(bus, req, now_usec() + CANCEL_TIMEOUT_USEC, cancel_over);
+	if (strcmp(req->result, "done") == 0)
+		return;
+	snprintf(why, sizeof why, "the user manager queued the scope but did not "
+		 "start it within %llu s (%s %s)",
+		 (unsigned long long)(SCOPE_TIMEOUT_USEC / 1000000), req->job,
+		 req->cancelled || strcmp(req->result, "canceled") == 0 ? "cancelled"
+		 : req->result[0] != '\0' ? "ended otherwise"
+		 : "left queued: the Cancel call failed");
+	request_gave_up(req, -ETIMEDOUT, why);
+}
+
+/* Runs the connection until the job is removed, the request failed, or
+ * the deadline passed. */
+static void run_until_done(sd_bus *bus, struct request *req,
+			   uint64_t deadline)
+{
+	if (!run_until(bus, req, deadline, job_over)) {
+		char why[sizeof req->why];
+
+		if (req->job[0] != '\0') {
+			give_up_job(bus, req);
+			return;
+		}
+		snprintf(why, sizeof why,
+			 "the user manager did not answer within %llu s",
+			 (unsigned long long)(SCOPE_TIMEOUT_USEC / 1000000));
+		request_gave_up(req, -ETIMEDOUT, why);
+		return;
 	}
 	if (req->error == 0 && strcmp(req->result, "done") != 0) {
 		char why[sizeof req->why];
 
 		snprintf(why, sizeof why, "the scope's job ended '%s'", req->result);
-		request_failed(req, -EIO, why);
+		request_gave_up(req, -EIO, why);
 	}
 }
 
@@ -445,7 +551,7 @@ static int enter_scope(const char *unit, const char *desc, struct request *req)
 				"org.freedesktop.systemd1.Manager",
 				"JobRemoved", on_job_removed, req);
 	if (r >= 0)
-		r = request_scope(bus, unit, desc, SCOPE_TIMEOUT_USEC, req);
+		r = request_scope(bus, unit, desc, SCOPE_TIMEOUT_USEC + 1000000, req);
 	if (r < 0) {
 		request_failed(req, r, "StartTransientUnit");
 		goto done;
@@ -459,7 +565,57 @@ done:
 	return req->error;
 }
 
-/* ---- main ---------------------------------------------------------- */
+/* ---- running the command ------------------------------------------- */
+
+/* Whether `path` can be executed: 0, or ENOENT, ENOTDIR or EACCES when it
+ * surely cannot.  Any other doubt is left to execvp (0). */
+static int runnable(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		return errno == ENOENT || errno == ENOTDIR ? errno : 0;
+	if (S_ISDIR(st.st_mode))
+		return EACCES;
+	if (access(path, X_OK) != 0)
+		return errno == EACCES ? EACCES : 0;
+	return 0;
+}
+
+/* What execvp(file) would surely fail with, or 0: searches PATH as
+ * execvp does (a file name with a '/' is used as it is; an empty PATH
+ * entry is the current folder; without PATH, /bin:/usr/bin), and prefers
+ * EACCES (something found but not executable) to ENOENT. */
+static int command_error(const char *file)
+{
+	const char *path = getenv("PATH"), *dir;
+	char buf[PATH_MAX];
+	int err = ENOENT;
+
+	if (strchr(file, '/') != NULL)
+		return runnable(file);
+	if (path == NULL)
+		path = "/bin:/usr/bin";
+	for (dir = path;; dir += strcspn(dir, ":") + 1) {
+		int n = (int)strcspn(dir, ":"), r;
+
+		if (snprintf(buf, sizeof buf, "%.*s%s%s", n, dir, n ? "/" : "",
+			     file) < (int)sizeof buf) {
+			r = runnable(buf);
+			if (r == 0)
+				return 0;
+			if (r == EACCES)
+				err = EACCES;
+		}
+		if (dir[n] == '\0')
+			return err;
+	}
+}
+
+static int exit_for(int err)
+{
+	return err == ENOENT || err == ENOTDIR ? EXIT_NOTFOUND : EXIT_NOEXEC;
+}
 
 static int exec_command(char **command)
 {
@@ -468,24 +624,31 @@ static int exec_command(char **command)
 	execvp(command[0], command);
 	err = errno;
 	say("%s: %s", command[0], strerror(err));
-	return err == ENOENT || err == ENOTDIR ? EXIT_NOTFOUND : EXIT_NOEXEC;
+	return exit_for(err);
 }
+
+/* ---- main ---------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
 	struct options opt = {NULL, NULL, NULL};
 	char unit[UNIT_NAME_MAX + 1], desc[DESCRIPTION_MAX + 1];
-	struct request req = {0, "", "", ""};
-	int rc, r;
+	struct request req = {0, "", "", "", false, false};
+	int rc, err;
 
 	rc = parse_options(argc, argv, &opt);
 	if (rc != 0)
 		return rc;
+	/* A command that cannot run: one line saying why, and no scope made
+	 * for nothing (nor a second line about the scope). */
+	err = command_error(opt.command[0]);
+	if (err != 0) {
+		say("%s: %s", opt.command[0], strerror(err));
+		return exit_for(err);
+	}
 	unit_name(&opt, unit, sizeof unit);
 	description(opt.command, desc, sizeof desc);
-	r = enter_scope(unit, desc, &req);
-	if (r < 0)
-		say("%s: %s; running %s without a scope", req.why, strerror(-r),
-		    opt.command[0]);
+	if (enter_scope(unit, desc, &req) < 0)
+		say("%s; running %s without a scope", req.why, opt.command[0]);
 	return exec_command(opt.command);
 }

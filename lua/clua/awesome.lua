@@ -14,15 +14,30 @@
 --   (so `os.date` follows), every textclock shows the new zone and the
 --   `clua::timezone_changed` signal is emitted.
 -- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
---   feeds the watchdog, so a hung Awesome is killed and restarted.
+--   feeds the watchdog, so a hung Awesome is killed and restarted.  `false`
+--   turns the heartbeat off and tells systemd to stop watching this Awesome
+--   (`WATCHDOG_USEC=0`), which it would otherwise kill.  `READY=1`,
+--   `RELOADING=1`, `STOPPING=1` and `STATUS=` go out under a service
+--   manager whatever the options say: the unit is `Type=notify`.
 -- * **stall**: a runaway Lua loop is interrupted with a traceback after
 --   `stall` seconds without the main loop turning. The guard follows
 --   Awesome's GLib main loop: nothing wakes an idle Awesome.
 -- * **scopes**: under a systemd user manager, every application launched
 --   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
 --   a watchdog kill or a crash of Awesome takes no application with it.
+--   It starts at once, also from rc.lua before `READY=1` and during a
+--   restart in place.
 -- * **restore**: every window keeps its tags, screen and floating,
---   minimised and maximised state across any restart of Awesome.
+--   minimised and maximised state across any restart of Awesome.  The
+--   place is a few 32-bit X properties of the window: at start-up a window
+--   costs at most 17 reads of 4 bytes, whatever other clients put there,
+--   and each screen's tags are read once.
+--
+-- Every option is checked: an unknown one, or a value clua does not accept,
+-- is reported in one line (`gears.debug` and `debug::error`) and turns off
+-- its own feature alone; setup() never raises, and rc.lua goes on.  A
+-- feature that fails to start is reported the same way and stops no other.
+-- `status()` says, feature by feature, what runs, or why not.
 --
 -- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
 -- never reaps there and never touches SIGCHLD (a `waitpid(-1)` from Lua would
@@ -32,12 +47,10 @@
 -- @module clua.awesome
 ---------------------------------------------------------------------------
 
-local capi = { awesome = awesome, client = client, screen = screen }
+local capi = { awesome = awesome, client = client, screen = screen, tag = tag }
 local setmetatable = setmetatable
 local tostring = tostring
-local tonumber = tonumber
 local type = type
-local error = error
 local pairs = pairs
 local select = select
 local string = string
@@ -47,6 +60,7 @@ local ipairs = ipairs
 local math = math
 local os = os
 local pcall = pcall
+local next = next
 
 local clua = require("clua")
 local lgi = require("lgi")
@@ -74,16 +88,36 @@ local function report(message)
     protected_call(capi.awesome.emit_signal, "debug::error", message)
 end
 
+-- `value` for a one-line message: a string quoted, cut to 40 bytes, its
+-- control characters shown as `?`; other values by type (a table's
+-- __tostring may raise, or say nothing useful).
+local function shown(value)
+    if type(value) == "string" then
+        local text = value:sub(1, 40):gsub("%c", "?")
+        return '"' .. text .. (#value > 40 and '..."' or '"')
+    elseif type(value) == "number" or type(value) == "boolean" then
+        return tostring(value)
+    end
+    return "a " .. type(value)
+end
+
+-- A message as one line: its first line (an error raised with a
+-- traceback keeps its message).
+local function one_line(msg)
+    msg = tostring(msg)
+    return (msg:match("^[^\n]*"))
+end
+
 -- A feature that could not start: `call` (the clua function that failed)
 -- said why; status() says it too.
 local function failed(feature, call, msg)
-    feature.error = msg
-    report(call .. ": " .. tostring(msg))
+    feature.error = msg ~= nil and one_line(msg) or "no reason given"
+    report(call .. ": " .. feature.error)
 end
 
 -- status()'s line for a feature whose option is on but that did not start.
 local function failed_line(feature)
-    return feature.name .. ": failed: " .. tostring(feature.error)
+    return feature.name .. ": failed: " .. tostring(feature.error or "no reason given")
 end
 
 -- Wraps a main-loop callback: it runs through gears.protected_call (an
@@ -133,15 +167,21 @@ end
 
 -- READY=1, RELOADING=1, STOPPING=1 and STATUS= go out whenever a service
 -- manager listens (each call is a no-op returning false without
--- NOTIFY_SOCKET), so a Type=notify unit without WatchdogSec= starts too.
--- The heartbeat timer runs only when the watchdog is on for this pid.
+-- NOTIFY_SOCKET), whatever the options: Awesome's unit is Type=notify, and
+-- until READY=1 systemd holds it "activating" and every unit ordered after
+-- it waiting.  So this feature always starts; its option, `on`, is the
+-- heartbeat alone, which runs only when the watchdog is on for this pid.
 local watchdog = {
     name = "watchdog",
+    always = true,      -- started whatever its option says
+    on = false,         -- the option: feed WatchdogSec=
     managed = false,    -- a service manager listens (NOTIFY_SOCKET set)
     usec = nil,         -- WatchdogSec= in microseconds, when on for this pid
+    env_error = nil,    -- why WATCHDOG_USEC could not be read
     heartbeat = nil,    -- the gears.timer feeding the watchdog
     heartbeats = 0,
     ready_sent = false,
+    stopped = nil,      -- true once WATCHDOG_USEC=0 went out (option off)
 }
 
 -- Tells systemd what changed (STATUS=), once READY=1 went out to a manager
@@ -159,20 +199,37 @@ local function send_ready()
     sent("notify_ready", clua.notify_ready(status_line()))
 end
 
-function watchdog.start()
+-- systemd (252 checked) takes WATCHDOG_USEC= from the main pid as this
+-- service's watchdog interval from then on, and 0 as no watchdog at all.
+local function set_watchdog_usec(usec)
+    return sent("notify", clua.notify(string.format("WATCHDOG_USEC=%.0f", usec)))
+end
+
+function watchdog.start(on)
+    watchdog.on = on and true or false
     watchdog.managed = os.getenv("NOTIFY_SOCKET") ~= nil
-    local usec = clua.watchdog_usec()
+    local usec, msg = clua.watchdog_usec()
+    if msg then watchdog.env_error = one_line(msg) end
     if usec then
         watchdog.usec = usec
-        watchdog.heartbeat = gtimer {
-            timeout = usec / 1e6 / 2,
-            autostart = true,
-            callback = function()
-                if sent("notify_watchdog", clua.notify_watchdog()) then
-                    watchdog.heartbeats = watchdog.heartbeats + 1
-                end
-            end,
-        }
+        if watchdog.on then
+            -- Armed again at the unit's interval: the previous image of
+            -- an Awesome restarted in place may have turned it off.
+            set_watchdog_usec(usec)
+            watchdog.heartbeat = gtimer {
+                timeout = usec / 1e6 / 2,
+                autostart = true,
+                callback = function()
+                    if sent("notify_watchdog", clua.notify_watchdog()) then
+                        watchdog.heartbeats = watchdog.heartbeats + 1
+                    end
+                end,
+            }
+        else
+            -- No heartbeat under WatchdogSec=: systemd would kill this
+            -- Awesome at the first interval.  Tell it to stop watching.
+            watchdog.stopped = set_watchdog_usec(0)
+        end
     end
     if capi.awesome.startup then
         capi.awesome.connect_signal("startup", send_ready)
@@ -192,13 +249,31 @@ function watchdog.stop(restart)
     end
 end
 
-function watchdog.status()
-    if not watchdog.usec then
-        return "watchdog: not enabled by a service manager"
+-- The watchdog's line, and what the service manager was told when one
+-- listens.  `why_off` is why the heartbeat is off, when it is.
+function watchdog.status(why_off)
+    local interval = watchdog.usec and string.format("%g", watchdog.usec / 1e6)
+    local line
+    if why_off then
+        line = "watchdog: off (" .. why_off .. ")"
+        if watchdog.usec then
+            line = line .. (watchdog.stopped
+                and ("; systemd was told to stop its " .. interval ..
+                    " s watchdog (WATCHDOG_USEC=0)")
+                or ("; telling systemd to stop its " .. interval ..
+                    " s watchdog failed: it will kill Awesome"))
+        end
+    elseif not watchdog.usec then
+        line = "watchdog: not enabled by a service manager" ..
+            (watchdog.env_error and (" (" .. watchdog.env_error .. ")") or "")
+    else
+        line = "watchdog: every " .. interval .. " s, heartbeat every " ..
+            string.format("%g", watchdog.usec / 2e6) .. " s, " ..
+            tostring(watchdog.heartbeats) .. " heartbeats sent"
     end
-    return "watchdog: every " .. string.format("%g", watchdog.usec / 1e6) ..
-        " s, heartbeat every " .. string.format("%g", watchdog.usec / 2e6) ..
-        " s, " .. tostring(watchdog.heartbeats) .. " heartbeats sent"
+    if not watchdog.managed then return line end
+    return line, "service manager: " .. (watchdog.ready_sent and "READY=1 sent"
+        or "READY=1 once Awesome has started")
 end
 
 -- Shared by the clock and the timezone ----------------------------------
@@ -572,12 +647,26 @@ end
 -- every application goes with it.  clua-scope (tools/clua-scope.c) runs a
 -- command in a transient scope of its own in app.slice instead, and
 -- exec's it in place: the pid awful.spawn returns, startup notification
--- (DESKTOP_STARTUP_ID) and exit callbacks stay as they were.
+-- (DESKTOP_STARTUP_ID) and exit callbacks stay as they were.  The scope
+-- starts at once, whenever the launch (clua-scope waits for nothing the
+-- session does, Awesome's own READY=1 included).
+--
+-- What Awesome 4.3 names after the command: awesome.spawn gives libstartup-
+-- notification argv[0] of what it runs, clua-scope's path, both as the
+-- sequence's binary name and inside its id.  The binary name is set back to
+-- the program's for `spawn::initiated` and `spawn::change` (a handler
+-- connected at setup, so those connected after it see the program); the
+-- id cannot change (the application announces it back), nor can Awesome's
+-- own matching of a window to its sequence by binary name: a program that
+-- does not support startup notification ends its sequence by Awesome's
+-- 20 s timeout (`spawn::timeout`) rather than when its window appears.
 local scopes = {
     name = "scopes",
     helper = nil,       -- clua-scope's path, while on
     launched = 0,       -- commands started in a scope
+    unscoped = 0,       -- commands Awesome could not start through clua-scope
     why_off = nil,      -- why not, for status()
+    programs = {},      -- startup id -> the program's argv[0], while it lasts
 }
 
 -- Whether applications can have scopes here: nil and clua-scope's path,
@@ -594,9 +683,9 @@ function scopes.unavailable()
 end
 
 -- The command `cmd` (awesome.spawn's first argument) run through
--- clua-scope, or `cmd` itself when Awesome should see it unchanged: a
--- string it cannot parse or a program it cannot find is for Awesome to
--- report, as it always has.
+-- clua-scope, and the program's argv[0]; or `cmd` itself when Awesome
+-- should see it unchanged: a string it cannot parse or a program it
+-- cannot find is for Awesome to report, as it always has.
 function scopes.wrap(cmd)
     local argv = cmd
     if type(cmd) == "string" then
@@ -610,8 +699,36 @@ function scopes.wrap(cmd)
     if not lgi.GLib.find_program_in_path(argv[1]) then return cmd end
     local wrapped = { scopes.helper, "--launcher", "awesome", "--" }
     for i = 1, #argv do wrapped[#wrapped + 1] = argv[i] end
+    return wrapped, argv[1]
+end
+
+-- Starts `wrapped` (`cmd` through clua-scope) with awesome.spawn's other
+-- arguments `...`.  When Awesome cannot start clua-scope (the few
+-- arguments it adds make the command line too long, clua-scope is gone),
+-- `cmd` is started as Awesome starts it: Awesome's own error names the
+-- program, and a program that can run runs, without a scope.
+function scopes.launch(spawn, cmd, wrapped, program, ...)
+    local pid, snid = spawn(wrapped, ...)
+    if type(pid) ~= "number" then
+        scopes.unscoped = scopes.unscoped + 1
+        return spawn(cmd, ...)
+    end
     scopes.launched = scopes.launched + 1
-    return wrapped
+    if type(snid) == "string" then scopes.programs[snid] = program end
+    return pid, snid
+end
+
+-- spawn::initiated and spawn::change: the program's name, not clua-scope's.
+local function name_program(sequence)
+    local program = type(sequence) == "table" and scopes.programs[sequence.id]
+    if program then sequence.binary_name = program end
+end
+
+-- spawn::completed, spawn::canceled, spawn::timeout: the sequence is over.
+local function forget_sequence(sequence)
+    if type(sequence) == "table" and sequence.id ~= nil then
+        scopes.programs[sequence.id] = nil
+    end
 end
 
 -- Makes `awesome.spawn`, which every awful.spawn function calls, start
@@ -627,15 +744,20 @@ function scopes.start()
         return
     end
     scopes.helper = helper
+    capi.awesome.connect_signal("spawn::initiated", name_program)
+    capi.awesome.connect_signal("spawn::change", name_program)
+    for _, signal in ipairs { "spawn::completed", "spawn::canceled", "spawn::timeout" } do
+        capi.awesome.connect_signal(signal, forget_sequence)
+    end
     local spawn = capi.awesome.spawn
     capi.awesome.spawn = function(cmd, ...)
         local _, stdin, stdout, stderr = ...
         if not (stdin or stdout or stderr) then
-            local ok, wrapped = pcall(scopes.wrap, cmd)
-            if ok then
-                cmd = wrapped
-            else
+            local ok, wrapped, program = pcall(scopes.wrap, cmd)
+            if not ok then
                 report("scopes: " .. tostring(wrapped))
+            elseif wrapped ~= cmd then
+                return scopes.launch(spawn, cmd, wrapped, program, ...)
             end
         end
         -- The arguments exactly as given: awesome.spawn checks how many.
@@ -646,22 +768,48 @@ end
 function scopes.status()
     if scopes.helper then
         return "scopes: on, " .. scopes.launched .. " applications started in scopes (" ..
-            scopes.helper .. ")"
+            scopes.helper .. ")" .. (scopes.unscoped > 0 and
+                (", " .. scopes.unscoped .. " left to Awesome alone (it could not " ..
+                 "start clua-scope for them)") or "")
     end
-    return "scopes: off" .. (scopes.why_off and (" (" .. scopes.why_off .. ")") or "")
+    return "scopes: off (" .. tostring(scopes.why_off or "no reason given") .. ")"
 end
 
 -- Window places across restarts -----------------------------------------
 
 -- A restarted Awesome manages the windows that survived it, but Awesome
 -- 4.3 gives each back only its first tag (_NET_WM_DESKTOP) and its
--- floating state.  Each window's place is kept in an X property of the window
--- itself, rewritten whenever it changes: the X server holds it, so it
--- outlives an Awesome killed by the watchdog as well as one restarted in
--- place, and the new Awesome puts the window back where it was.
+-- floating state.  Each window's place is kept in X properties of the
+-- window itself, rewritten whenever it changes: the X server holds them, so
+-- they outlive an Awesome killed by the watchdog as well as one restarted
+-- in place, and the new Awesome puts the window back where it was.
+--
+-- Why numbers: any X client can set any property of its own windows, and
+-- Awesome 4.3's get_xproperty reads a string property whole (an 8 MB one
+-- cost 26 ms to read here, before any decoding).  A "number" property is
+-- read as one 32-bit CARDINAL, whatever the window holds under that name
+-- (another type reads as nothing).  So the place is a few numbers:
+--
+-- * `clua.awesome.place`: 0x41 (the format) in its top byte, then the
+--   number of tags kept (at most MAX_TAGS), the screen's index (0 when
+--   past 255) and one bit per flag (FLAGS, in order, from the lowest);
+-- * `clua.awesome.place.tagN`, N from 1 to that number: the tag's position
+--   on its screen (0 when past 127) in the top byte and a digest of its
+--   name (0 for no name) in the low 24 bits.
+--
+-- (Awesome 4.3 sets a number property only from a C int: every value
+-- stays below 2^31.)
+--
+-- At start-up each window costs at most 1 + MAX_TAGS reads of 4 bytes (17,
+-- 68 bytes), and the start O(windows): each screen's tags are read once
+-- into an index (awful's `s.tags` rebuilds and sorts the list at each
+-- read), kept until a tag changes.
 local restore = {
     name = "restore",
     PROPERTY = "clua.awesome.place",
+    TAG_PROPERTY = {},  -- "clua.awesome.place.tagN", by N
+    MAX_TAGS = 16,
+    FORMAT = 0x41,
     -- Client properties kept, besides screen and tags.  Not `floating`:
     -- awful keeps that one itself (awful.client.property.persist), and
     -- c.floating also reads true for a window only floating because it is
@@ -669,58 +817,133 @@ local restore = {
     FLAGS = { "maximized", "maximized_horizontal", "maximized_vertical",
               "fullscreen", "sticky", "ontop", "minimized" },
     tracked = setmetatable({}, { __mode = "k" }),  -- clients whose place is kept
+    written = setmetatable({}, { __mode = "k" }),  -- client -> tag properties it has
+    dirty = setmetatable({}, { __mode = "k" }),    -- clients to write at the next turn
+    index = setmetatable({}, { __mode = "k" }),    -- screen -> its tags, see tag_index
     restored = 0,
+    took = 0,           -- seconds spent putting windows back at this start
+    started = false,
 }
-
--- One line per fact: "screen N", "tag INDEX NAME" for each tag, then each
--- flag that is on.
-function restore.encode(c)
-    local lines = { "screen " .. c.screen.index }
-    for _, t in ipairs(c:tags()) do
-        lines[#lines + 1] = "tag " .. t.index .. " " .. tostring(t.name or ""):gsub("\n", " ")
-    end
-    for _, flag in ipairs(restore.FLAGS) do
-        if c[flag] then lines[#lines + 1] = flag end
-    end
-    return table.concat(lines, "\n")
+for n = 1, restore.MAX_TAGS do
+    restore.TAG_PROPERTY[n] = restore.PROPERTY .. ".tag" .. n
 end
 
-function restore.decode(text)
+local TWO8, TWO16, TWO24 = 256, 65536, 16777216
+
+-- A tag name's digest, 1 to 16777213 (0: no name): a polynomial hash,
+-- exact in any Lua's numbers (it stays below 2^29).
+function restore.digest(name)
+    if type(name) ~= "string" or name == "" then return 0 end
+    local h = 0
+    for i = 1, #name do
+        h = (h * 31 + name:byte(i)) % 16777213
+    end
+    return h + 1
+end
+
+-- Screen s's tags, read once: `position` (tag -> its place in s.tags),
+-- `at` (place -> tag) and `named` (digest -> the first tag of that name).
+local function tag_index(s)
+    local index = restore.index[s]
+    if index then return index end
+    index = { position = {}, at = {}, named = {} }
+    for i, t in ipairs(s.tags) do
+        index.position[t] = i
+        index.at[i] = t
+        local d = restore.digest(t.name)
+        if d ~= 0 and not index.named[d] then index.named[d] = t end
+    end
+    restore.index[s] = index
+    return index
+end
+
+-- A tag was added, removed, renamed, moved: read the screens' tags anew.
+local function forget_tags()
+    restore.index = setmetatable({}, { __mode = "k" })
+end
+
+-- Writes client c's place: the numbers described above.
+function restore.write(c)
+    local s = c.screen
+    local tags = c:tags()
+    local n = math.min(#tags, restore.MAX_TAGS)
+    local index = s and tag_index(s)
+    local flags, bit = 0, 1
+    for _, flag in ipairs(restore.FLAGS) do
+        if c[flag] then flags = flags + bit end
+        bit = bit * 2
+    end
+    local screen_index = s and s.index or 0
+    if screen_index > 255 then screen_index = 0 end
+    c:set_xproperty(restore.PROPERTY,
+        restore.FORMAT * TWO24 + n * TWO16 + screen_index * TWO8 + flags)
+    for i = 1, n do
+        local position = index and index.position[tags[i]] or 0
+        if position > 127 then position = 0 end
+        c:set_xproperty(restore.TAG_PROPERTY[i], position * TWO24 + restore.digest(tags[i].name))
+    end
+    -- Those of a former, longer list (all of them the first time: the
+    -- window may come from another Awesome, or another client).
+    for i = n + 1, restore.written[c] or restore.MAX_TAGS do
+        c:set_xproperty(restore.TAG_PROPERTY[i], nil)
+    end
+    restore.written[c] = n
+end
+
+-- The place kept in client c's properties, or nil when there is none in
+-- this format: { screen = index or 0, flags = { name = true },
+-- tags = { { position =, digest = } } }.
+function restore.read(c)
+    local value = c:get_xproperty(restore.PROPERTY)
+    if type(value) ~= "number" or math.floor(value / TWO24) ~= restore.FORMAT then
+        return nil
+    end
     local place = { tags = {}, flags = {} }
-    for line in text:gmatch("[^\n]+") do
-        local index, name = line:match("^tag (%d+) ?(.*)$")
-        if index then
-            place.tags[#place.tags + 1] = { index = tonumber(index), name = name }
-        elseif line:match("^screen %d+$") then
-            place.screen = tonumber(line:match("%d+"))
-        else
-            place.flags[line] = true
-        end
+    local n = math.min(math.floor(value / TWO16) % TWO8, restore.MAX_TAGS)
+    place.screen = math.floor(value / TWO8) % TWO8
+    local bit = 1
+    for _, flag in ipairs(restore.FLAGS) do
+        if math.floor(value / bit) % 2 == 1 then place.flags[flag] = true end
+        bit = bit * 2
+    end
+    for i = 1, n do
+        local tag = c:get_xproperty(restore.TAG_PROPERTY[i])
+        if type(tag) ~= "number" then break end
+        place.tags[#place.tags + 1] = { position = math.floor(tag / TWO24), digest = tag % TWO24 }
     end
     return place
 end
 
+-- Saves client c's place at the end of this turn of the main loop: a
+-- change of tags comes as several signals (untagged, tagged...).
+local function flush()
+    for c in pairs(restore.dirty) do
+        restore.dirty[c] = nil
+        if restore.tracked[c] and c.valid then protected_call(restore.write, c) end
+    end
+end
+
 function restore.save(c)
-    if restore.tracked[c] and c.valid then
-        c:set_xproperty(restore.PROPERTY, restore.encode(c))
-    end
+    if not restore.tracked[c] then return end
+    if next(restore.dirty) == nil then gtimer.delayed_call(flush) end
+    restore.dirty[c] = true
 end
 
--- A saved tag on screen s: by name, else by position.
-local function find_tag(s, saved)
-    for _, t in ipairs(s.tags) do
-        if saved.name ~= "" and t.name == saved.name then return t end
-    end
-    return s.tags[saved.index]
-end
-
+-- Puts client c back where `place` says: its screen, each saved tag found
+-- by name, else by position, and every flag.
 function restore.apply(c, place)
-    local s = place.screen and place.screen <= capi.screen.count() and capi.screen[place.screen]
+    local s = place.screen ~= 0 and place.screen <= capi.screen.count()
+        and capi.screen[place.screen]
     if s then c.screen = s end
     s = c.screen
-    local tags = {}
+    local index = tag_index(s)
+    local tags, seen = {}, {}
     for _, saved in ipairs(place.tags) do
-        tags[#tags + 1] = find_tag(s, saved)
+        local t = (saved.digest ~= 0 and index.named[saved.digest]) or index.at[saved.position]
+        if t and not seen[t] then
+            seen[t] = true
+            tags[#tags + 1] = t
+        end
     end
     if #tags > 0 then c:tags(tags) end
     -- Every flag, on or off: rules may have changed them at manage time.
@@ -736,17 +959,24 @@ end
 -- startup move it, and would overwrite the place being restored.
 function restore.on_manage(c)
     if capi.awesome.startup then
-        local text = c:get_xproperty(restore.PROPERTY)
-        if type(text) == "string" and text ~= "" then
-            restore.apply(c, restore.decode(text))
-        end
+        local t0 = lgi.GLib.get_monotonic_time()
+        local place = restore.read(c)
+        if place then restore.apply(c, place) end
+        restore.took = restore.took + (lgi.GLib.get_monotonic_time() - t0) / 1e6
     end
     restore.tracked[c] = true
     restore.save(c)
 end
 
 function restore.start()
-    capi.awesome.register_xproperty(restore.PROPERTY, "string")
+    capi.awesome.register_xproperty(restore.PROPERTY, "number")
+    for _, name in ipairs(restore.TAG_PROPERTY) do
+        capi.awesome.register_xproperty(name, "number")
+    end
+    for _, signal in ipairs { "property::name", "property::index", "property::screen",
+                              "property::activated" } do
+        capi.tag.connect_signal(signal, forget_tags)
+    end
     capi.client.connect_signal("manage", function(c) protected_call(restore.on_manage, c) end)
     local function save(c) protected_call(restore.save, c) end
     for _, signal in ipairs { "tagged", "untagged", "property::screen" } do
@@ -760,11 +990,20 @@ function restore.start()
         restore.tracked[c] = true
         save(c)
     end
+    restore.started = true
+end
+
+-- Awesome exits or restarts: the changes of this last turn of the loop
+-- are written now (Awesome syncs with the X server after `exit`).
+function restore.stop()
+    flush()
 end
 
 function restore.status()
+    if not restore.started then return failed_line(restore) end
     return "restore: windows keep their tags, screen and state across restarts, " ..
-        restore.restored .. " put back at this start"
+        restore.restored .. " put back at this start" ..
+        (restore.restored > 0 and string.format(" (%.3f s)", restore.took) or "")
 end
 
 -- Public API ------------------------------------------------------------
@@ -791,6 +1030,10 @@ local DOCUMENTED = { subreaper, clock, timezone, watchdog, stall, scopes, restor
 -- The options of the setup() that ran; nil before.
 local options = nil
 
+-- Why each feature is off, by name, once setup() ran: "setup option" when
+-- its option is false, "bad option: ..." when clua refused its value.
+local off = {}
+
 -- Awesome emits `exit` once its main loop has ended, right before it
 -- exec's itself (restart) or exits: no timer or fd source runs any more,
 -- and every fd is close-on-exec, so only the features with a `stop` have
@@ -798,35 +1041,88 @@ local options = nil
 local function on_exit(restart)
     for i = #FEATURES, 1, -1 do
         local feature = FEATURES[i]
-        if feature.stop and options[feature.name] then
+        if feature.stop and feature.running then
             protected_call(feature.stop, restart)
         end
     end
 end
 
-local function check_option(args, name, allow_number)
-    local v = args[name]
-    if v == nil then return true end
-    if type(v) == "boolean" then return v end
-    if allow_number and type(v) == "number" and v > 0 and v == v and v < math.huge then
-        return v
+-- What clua accepts for the stall limit, in seconds (clua.stallguard's).
+local STALL_MAX = 86400
+
+-- The value of option `name` given `v`: true when nil (every option
+-- defaults to on), the boolean itself, or for `stall` a number of seconds
+-- (true is 10).  nil and what was expected when clua refuses it.
+local function option_value(name, v)
+    if v == nil then v = true end
+    if name == "stall" then
+        if v == true then return 10 end
+        if v == false then return false end
+        if type(v) == "number" and v > 0 and v <= STALL_MAX then return v end
+        return nil, "true, false or a number of seconds above 0 and at most " .. STALL_MAX
     end
-    error("clua.awesome.setup: bad option '" .. name .. "' (" ..
-        (allow_number and "false or a number > 0" or "boolean") ..
-        " expected, got " .. type(v) .. " " .. tostring(v) .. ")", 3)
+    if type(v) == "boolean" then return v end
+    return nil, "true or false"
+end
+
+-- Checks every option, reporting each unknown or refused one in a line of
+-- its own.  Returns the options (name -> value, false for off) and why
+-- each off feature is off.
+local function check_options(args)
+    local given, why_off = {}, {}
+    if type(args) ~= "table" then
+        report("setup: bad argument #1 (a table of options expected, got " .. shown(args) ..
+            "): every feature starts with its default")
+        args = {}
+    end
+    local unknown = {}
+    for k in pairs(args) do
+        if type(k) ~= "string" or not BY_NAME[k] then unknown[#unknown + 1] = shown(k) end
+    end
+    table.sort(unknown)
+    for _, k in ipairs(unknown) do
+        report("setup: unknown option " .. k .. " (ignored; the options are " ..
+            "subreaper, clock, timezone, watchdog, stall, scopes, restore)")
+    end
+    for _, feature in ipairs(DOCUMENTED) do
+        local name = feature.name
+        local value, expected = option_value(name, args[name])
+        if value == nil then
+            why_off[name] = "bad option " .. shown(args[name]) .. ", " .. expected .. " expected"
+            report("setup: bad option " .. name .. " = " .. shown(args[name]) .. " (" ..
+                expected .. " expected): " .. name .. " is off")
+            value = false
+        elseif value == false then
+            why_off[name] = "setup option"
+        end
+        given[name] = value
+    end
+    return given, why_off
 end
 
 --- Start everything.  Call once, near the top of rc.lua (before the
 -- textclocks are built).  A second call changes nothing.
+--
+-- It never raises and never stops rc.lua: an unknown option, or a value
+-- clua does not accept, is reported in one line (`gears.debug` on stderr,
+-- and the `debug::error` signal, a notification in the default rc.lua) and
+-- turns that feature alone off; a feature that fails to start is
+-- reported and stops no other.  `status()` says which and why.
+--
+-- Under a service manager (`NOTIFY_SOCKET` set) `READY=1` goes out once
+-- Awesome has started, whatever the options: `watchdog = false` turns off
+-- the heartbeat alone, and tells systemd to stop the unit's watchdog for
+-- this Awesome (`WATCHDOG_USEC=0`), which would otherwise kill it.
 -- @tparam[opt] table args
 -- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
 -- @tparam[opt=true] boolean args.clock watch wall-clock changes
 -- @tparam[opt=true] boolean args.timezone follow timezone changes
 --   (`/etc/localtime`)
--- @tparam[opt=true] boolean args.watchdog talk to systemd (READY, STOPPING,
---   RELOADING, STATUS) and feed `WatchdogSec=` when set
+-- @tparam[opt=true] boolean args.watchdog feed `WatchdogSec=` when the unit
+--   sets it (READY, STOPPING, RELOADING and STATUS go out in any case)
 -- @tparam[opt=10] number|boolean args.stall interrupt Lua after this many
---   seconds without the main loop turning; `false` turns it off
+--   seconds without the main loop turning (above 0, at most 86400); `true`
+--   is 10, `false` turns it off
 -- @tparam[opt=true] boolean args.scopes under a systemd user manager, run
 --   each application started with `awful.spawn` in a scope of its own
 -- @tparam[opt=true] boolean args.restore give every window its tags, screen
@@ -838,26 +1134,24 @@ end
 -- -- or a stall limit of 5 s and no scopes
 -- require("clua.awesome").setup { stall = 5, scopes = false }
 function cluawm.setup(args)
-    if args ~= nil and type(args) ~= "table" then
-        error("clua.awesome.setup: bad argument #1 (table expected, got " .. type(args) .. ")", 2)
-    end
-    args = args or {}
-    for k in pairs(args) do
-        if not BY_NAME[k] then
-            error("clua.awesome.setup: unknown option '" .. tostring(k) .. "'", 2)
-        end
-    end
-    local given = {}
-    for _, feature in ipairs(DOCUMENTED) do
-        given[feature.name] = check_option(args, feature.name, feature == stall)
-    end
-    if given.stall == true then given.stall = 10 end
+    local given, why_off = check_options(args)
     if options then return false end
     options = given
+    off = why_off
     cluawm._state.options = given
+    cluawm._state.off = why_off
 
     for _, feature in ipairs(FEATURES) do
-        if given[feature.name] then feature.start(given[feature.name]) end
+        if given[feature.name] or feature.always then
+            local ok, err = pcall(feature.start, given[feature.name])
+            if ok then
+                feature.running = true
+            else
+                feature.broken = true
+                feature.error = one_line(err)
+                report(feature.name .. ": could not start: " .. feature.error)
+            end
+        end
     end
     capi.awesome.connect_signal("exit", on_exit)
     return true
@@ -872,7 +1166,9 @@ local function append(lines, ...)
 end
 
 --- A human-readable summary, several lines: one or two per option, in the
--- order of setup's options, saying what each does or why it does not.
+-- order of setup's options, saying what each does, or why it does not:
+-- "off (setup option)", "off (bad option ...)", "failed: why", or what
+-- keeps it from working here ("scopes: off (no systemd user manager)").
 -- @treturn string
 -- @usage
 -- -- from a terminal (a shell command):
@@ -885,10 +1181,14 @@ function cluawm.status()
     end
     local lines = {}
     for _, feature in ipairs(DOCUMENTED) do
-        if options[feature.name] then
-            append(lines, feature.status())
+        local why_off = off[feature.name]
+        if feature.broken then
+            append(lines, failed_line(feature))
+        elseif why_off and not feature.always then
+            append(lines, feature.name .. ": off (" .. why_off .. ")")
         else
-            append(lines, feature.name .. ": off")
+            local ok, err = pcall(function() append(lines, feature.status(why_off)) end)
+            if not ok then append(lines, feature.name .. ": status failed: " .. one_line(err)) end
         end
     end
     return table.concat(lines, "\n")

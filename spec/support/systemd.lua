@@ -97,13 +97,25 @@ end
 local Manager = {}
 Manager.__index = Manager
 
+-- Where `start { own_cgroup = true }` makes the manager a control group of
+-- its own: the hierarchy systemd tracks processes in (name=systemd on
+-- cgroup v1, the unified one in the hybrid layout, /sys/fs/cgroup itself
+-- on v2).  Every manager started where the specs run roots its units at
+-- the same /session.slice/awesome.service otherwise: a manager stopping
+-- its awesome.service (another spec's, or another checkout's running at
+-- the same time on the machine) kills every Awesome in there, and its
+-- ControlGroup= reads /clua-spec-.../session.slice/awesome.service.
+local CGROUP_ROOTS = { "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup" }
+
 --- Starts a manager and waits until it answers (up to 15 s).
 -- Returns nil and the reason when this machine cannot run one (see
 -- `available`, or the manager exited at once saying why); raises when it
 -- ran but did not answer.
+-- @tparam[opt] table opts `own_cgroup = true`: in a control group of its
+--   own (see CGROUP_ROOTS), where nothing another manager does reaches
 -- @treturn[1] Manager
 -- @return[2] nil, reason
-function M.start()
+function M.start(opts)
   local ok, why = M.available()
   if not ok then return nil, why end
 
@@ -121,13 +133,26 @@ function M.start()
   write_file(self.env.HOME .. "/.config/systemd/user.conf",
     "[Manager]\nDefaultStandardOutput=inherit\nDefaultStandardError=inherit\n")
 
-  -- unshare and sh exec, so the pid printed is the manager's own.
+  -- With own_cgroup, a control group of its own (CGROUP_ROOTS), entered
+  -- before the exec; where that fails the manager runs where it is.  unshare and sh
+  -- exec, so the pid printed is the manager's own.
+  local enter = { ":" }
+  if opts and opts.own_cgroup then self.cgroup = "clua-spec-" .. dir:match("([^./]+)$") end
+  for _, d in ipairs(self.cgroup and CGROUP_ROOTS or {}) do
+    local path = d .. "/" .. self.cgroup
+    enter[#enter + 1] = ("if [ -f %s/cgroup.procs ]; then mkdir -p %s && "
+      .. "echo $$ >%s/cgroup.procs; fi"):format(d, path, path)
+  end
   local launch = ("env -i PATH=%s XDG_RUNTIME_DIR=%s HOME=%s SYSTEMD_LOG_TARGET=console "
     .. "SYSTEMD_LOG_LEVEL=info unshare -m --propagation private sh -c "
-    .. "'mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec %s --user' "
+    .. "%s "
     .. "</dev/null >>%s 2>&1 & echo $!"):format(
       quote(os.getenv("PATH") or "/usr/bin:/bin"), quote(self.env.XDG_RUNTIME_DIR),
-      quote(self.env.HOME), MANAGER, quote(self.logfile))
+      quote(self.env.HOME),
+      quote("{ " .. table.concat(enter, "; ") .. "; } 2>/dev/null; "
+        .. "mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec "
+        .. MANAGER .. " --user"),
+      quote(self.logfile))
   local started, pid = run(launch)
   self.pid = tonumber(pid)
   if not started or not self.pid then
@@ -246,6 +271,14 @@ function Manager:stop()
     self.pid = nil
   end
   self:kill_leftovers()
+  -- Its control groups, once empty, deepest first.
+  if self.cgroup then
+    for _, d in ipairs(CGROUP_ROOTS) do
+      local path = d .. "/" .. self.cgroup
+      run(("[ -d %s ] && find %s -depth -type d -exec rmdir {} + 2>/dev/null"):format(
+        quote(path), quote(path)))
+    end
+  end
   if self.dir and self.dir:match("^/tmp/clua%-systemd%.") then
     run("rm -rf " .. quote(self.dir))
   end
