@@ -112,6 +112,15 @@ describe("awesome-session at the edges of a session #integration", function()
     await(20, "rc.lua's first run", function() return shell.read_file(dir .. "/rc-running") end)
     local first = tonumber(mgr:show("awesome.service", "MainPID"))
     assert.equal("activating", state("awesome.service"))
+    -- Meanwhile an application's scope, PartOf= the session as clua-scope
+    -- makes it, starts at once: nothing in the session's units orders a
+    -- launch after Awesome's READY=1.
+    local t0 = testkit.now("monotonic")
+    local ok, out = run(mgr:envprefix() .. "timeout 10 systemd-run --user --scope --quiet --slice=app.slice "
+      .. "-p PartOf=graphical-session.target true")
+    local took = testkit.now("monotonic") - t0
+    assert.is_true(ok, out)
+    assert.is_true(took < 2, ("a scope started %.1f s after it was asked for"):format(took))
     assert.is_true(testkit.kill(first, 11))
     await_unit(mgr, "awesome.service", "MainPID", function(v)
       local p = tonumber(v)
@@ -189,6 +198,29 @@ describe("awesome-session at the edges of a session #integration", function()
     assert.equal(0, rc, log)
   end)
 
+  it("is not blocked by a session whose command was killed: it stops that one and starts its own",
+  function()
+    if skip() then return end
+    local rc = 'require("clua.awesome").setup {}'
+    local first = assert(harness.start { rc = harness.rc(rc), manager = mgr, session = true })
+    cleanups[#cleanups + 1] = function() first:stop() end
+    assert.is_true(testkit.kill(first.session_pid, 9))
+    await(5, "the killed command's exit status", function()
+      return shell.read_file(first.dir .. "/session-command.rc")
+    end)
+    assert.equal("active", state("awesome-session.target"))
+    local err
+    wm, err = harness.start { rc = harness.rc(rc), manager = mgr, session = true }
+    assert(wm, err)
+    local env = "\n" .. manager_env(mgr) .. "\n"
+    assert.is_truthy(env:find("\nDISPLAY=" .. wm.display .. "\n", 1, true), env)
+    assert.equal("active", state("graphical-session.target"))
+    wm:try_client("awesome.quit()", 3)
+    local code, log = wm:session_exit(10)
+    assert.equal(0, code, log)
+    assert.equal("awesome-session: stopping awesome-session.target, left by an earlier session\n", log)
+  end)
+
   for _, case in ipairs {
     { signal = "HUP", number = 1, to = "process group", how = "as xinit ends its client" },
     { signal = "TERM", number = 15, to = "process", how = "as a display manager ends the session" },
@@ -258,7 +290,7 @@ describe("awesome-session at the edges of a session #integration", function()
     shell.write_file(home .. "/.config/environment.d/60-clua-test.conf",
       "LANG=C.UTF-8\nCLUA_ENVD=from environment.d\n")
     assert(mgr:systemctl("daemon-reload"))
-    mgr:set_environment { CLUA_OLD = "it's\t\"old\" \\ $x" }
+    mgr:set_environment { CLUA_OLD = "it's\t\"old\" \\ $x `y` \\123 \1 \127 é ~\n" }
     local before = manager_env(mgr)
     assert.is_truthy(("\n" .. before .. "\n"):find("\nLANG=C.UTF-8\n", 1, true), before)
     local dir = shell.mktemp_dir("clua-env")
