@@ -68,7 +68,14 @@ describe("awesome-session at the edges of a session #integration", function()
     if not peers() then return end
     local msg
     mgr, msg = systemd.start()
-    if not mgr then why = "needs a systemd user manager: " .. msg end
+    if not mgr then why = "needs a systemd user manager: " .. msg return end
+    -- As after a login with dbus-user-session: the user bus's socket is up,
+    -- and its ExecStartPost= has put DBUS_SESSION_BUS_ADDRESS in the
+    -- manager's environment (started later, during a session, it would
+    -- change that environment behind the session command's back).
+    if run("test -e /usr/lib/systemd/user/dbus.socket") then
+      assert(mgr:systemctl("start", "dbus.socket"))
+    end
   end)
 
   after_each(function()
@@ -135,7 +142,7 @@ describe("awesome-session at the edges of a session #integration", function()
     -- And it still ends the session when Awesome quits.
     wm:try_client("awesome.quit()", 3)
     local code, log = wm:session_exit(10)
-    assert.equal(0, code, log)
+    assert.equal(0, code, log .. wm:logtail(40))
     assert.equal("", log)
   end)
 
@@ -156,9 +163,11 @@ describe("awesome-session at the edges of a session #integration", function()
       unit_extra = { "ExecStart=", "ExecStart=/bin/sh -c 'exit 3'" },
       session_env = { PATH = bin .. ":" .. tools .. ":/usr/local/bin:/usr/bin:/bin" } }
     assert(wm, err)
-    local pid = await(30, "plain awesome", function()
+    local pid = harness.wait_until(30, function()
       return tonumber(shell.read_file(bin .. "/pid") or "")
     end)
+    assert(pid, "timed out after 30 s waiting for plain awesome; the session command said:\n"
+      .. (shell.read_file(wm.dir .. "/session-command.log") or "") .. wm:logtail())
     assert.equal(wm.session_pid, pid)
     -- without the session lock's descriptor
     assert.equal("", shell.read_file(bin .. "/fd9"))
@@ -217,7 +226,7 @@ describe("awesome-session at the edges of a session #integration", function()
     assert.equal("active", state("graphical-session.target"))
     wm:try_client("awesome.quit()", 3)
     local code, log = wm:session_exit(10)
-    assert.equal(0, code, log)
+    assert.equal(0, code, log .. wm:logtail(40))
     assert.equal("awesome-session: stopping awesome-session.target, left by an earlier session\n", log)
   end)
 
@@ -352,7 +361,7 @@ WantedBy=graphical-session.target
     assert.is_nil(line(during, "CLUA_BAD"))
     wm:try_client("awesome.quit()", 3)
     local code, log = wm:session_exit(10)
-    assert.equal(0, code, log)
+    assert.equal(0, code, log .. wm:logtail(40))
     assert.equal("awesome-session: the user manager refused CLUA_BAD (not UTF-8?); "
       .. "not handed over\n", log)
     assert.equal(before, manager_env(mgr))
