@@ -123,8 +123,8 @@ describe("awesome-session at the edges of a session #integration", function()
     -- makes it, starts at once: nothing in the session's units orders a
     -- launch after Awesome's READY=1.
     local t0 = testkit.now("monotonic")
-    local ok, out = run(mgr:envprefix() .. "timeout 10 systemd-run --user --scope --quiet --slice=app.slice "
-      .. "-p PartOf=graphical-session.target true")
+    local ok, out = run(mgr:envprefix() .. "timeout 10 systemd-run --user --scope --quiet "
+      .. "--slice=app.slice -p PartOf=graphical-session.target true")
     local took = testkit.now("monotonic") - t0
     assert.is_true(ok, out)
     assert.is_true(took < 2, ("a scope started %.1f s after it was asked for"):format(took))
@@ -154,8 +154,8 @@ describe("awesome-session at the edges of a session #integration", function()
     -- test that plain awesome ran, in the command's own process.
     local bin = shell.mktemp_dir("clua-bin")
     cleanups[#cleanups + 1] = function() run("rm -rf " .. quote(bin)) end
-    shell.write_file(bin .. "/awesome", "#!/bin/sh\nreadlink /proc/$$/fd/9 >" .. quote(bin .. "/fd9")
-      .. "\necho $$ >" .. quote(bin .. "/pid") .. "\n")
+    shell.write_file(bin .. "/awesome", "#!/bin/sh\nreadlink /proc/$$/fd/9 >"
+      .. quote(bin .. "/fd9") .. "\necho $$ >" .. quote(bin .. "/pid") .. "\n")
     assert(run("chmod +x " .. quote(bin .. "/awesome")))
     local before = manager_env(mgr)
     local err
@@ -227,7 +227,8 @@ describe("awesome-session at the edges of a session #integration", function()
     wm:try_client("awesome.quit()", 3)
     local code, log = wm:session_exit(10)
     assert.equal(0, code, log .. wm:logtail(40))
-    assert.equal("awesome-session: stopping awesome-session.target, left by an earlier session\n", log)
+    assert.equal("awesome-session: stopping awesome-session.target, left by an earlier session\n",
+      log)
   end)
 
   for _, case in ipairs {
@@ -272,9 +273,9 @@ describe("awesome-session at the edges of a session #integration", function()
     cleanups[#cleanups + 1] = function() testkit.kill(mgr.pid, 18) end
     local started = testkit.now("monotonic")
     local _, pid = run(("env -u DBUS_SESSION_BUS_ADDRESS DISPLAY=%s XDG_RUNTIME_DIR=%s HOME=%s "
-      .. "PATH=%s sh %s >/dev/null 2>%s & echo $!"):format(quote(x.display), quote(mgr.env.XDG_RUNTIME_DIR),
-      quote(mgr.env.HOME), quote(bin .. ":" .. tools .. ":/usr/bin:/bin"), quote(script),
-      quote(bin .. "/err")))
+      .. "PATH=%s sh %s >/dev/null 2>%s & echo $!"):format(quote(x.display),
+      quote(mgr.env.XDG_RUNTIME_DIR), quote(mgr.env.HOME),
+      quote(bin .. ":" .. tools .. ":/usr/bin:/bin"), quote(script), quote(bin .. "/err")))
     pid = tonumber(pid)
     cleanups[#cleanups + 1] = function() testkit.kill(pid, 9) end
     local ran = await(10, "plain awesome", function()
@@ -295,7 +296,8 @@ describe("awesome-session at the edges of a session #integration", function()
     local home = mgr.env.HOME
     -- Before the session: a value from environment.d, and one with a tab
     -- and quotes set by hand; the session changes both.
-    assert(run("mkdir -p " .. quote(home .. "/.config/environment.d") .. " " .. quote(home .. "/bin")))
+    assert(run("mkdir -p " .. quote(home .. "/.config/environment.d") .. " "
+      .. quote(home .. "/bin")))
     shell.write_file(home .. "/.config/environment.d/60-clua-test.conf",
       "LANG=C.UTF-8\nCLUA_ENVD=from environment.d\n")
     assert(mgr:systemctl("daemon-reload"))

@@ -389,8 +389,8 @@ end
 -- and its exit status to DIR/session-command.rc.
 function Awesome:run_session_command()
   local pidfile = self.dir .. "/session-command.pid"
-  local cmd = ("setsid -w sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s sh %s >%s 2>&1 </dev/null; "
-    .. "echo $? >%s"):format(
+  local cmd = ("setsid -w sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s sh %s >%s 2>&1 "
+    .. "</dev/null; echo $? >%s"):format(
     shq(pidfile), self:session_env(), shq(root .. "/session/awesome-session"),
     shq(self.dir .. "/session-command.log"), shq(self.dir .. "/session-command.rc"))
   run("(" .. cmd .. ") >/dev/null 2>&1 &")
