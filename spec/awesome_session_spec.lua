@@ -330,6 +330,8 @@ WantedBy=graphical-session.target
       CLUA_OLD = "new", CLUA_ODD = "it's \"q\" $x \\ `y` \t",
       -- not UTF-8: the manager refuses it, and takes the others
       CLUA_BAD = "\255",
+      -- names the session command uses for its own variables
+      target = "the user's own", status = "mine",
       -- not for the manager: a shell's and a process's own
       OLDPWD = "/somewhere", SHLVL = "7", JOURNAL_STREAM = "8:1234", TERM = "linux",
     }
@@ -337,7 +339,7 @@ WantedBy=graphical-session.target
     wm, err = harness.start { rc = harness.rc('require("clua.awesome").setup {}'), manager = mgr,
       session = true, session_env = session }
     assert(wm, err)
-    local want = { "PATH", "LANG", "XMODIFIERS", "FOO", "CLUA_OLD", "CLUA_ODD" }
+    local want = { "PATH", "LANG", "XMODIFIERS", "FOO", "CLUA_OLD", "CLUA_ODD", "target", "status" }
     -- Awesome itself.
     for _, k in ipairs(want) do
       assert.equal(session[k], wm:client(("return os.getenv(%q)"):format(k)), k .. " in Awesome")
