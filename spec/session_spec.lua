@@ -119,7 +119,8 @@ WantedBy=graphical-session.target
   it("brings up graphical-session.target once Awesome is ready", function()
     if not skip_unless_ready() then return end
     assert.equal("active", state("awesome-session.target"))
-    assert.is_true(mgr:wait_for("graphical-session.target", "ActiveState", "active", 5))
+    assert.is_true(mgr:wait_for("graphical-session.target", "ActiveState", "active", 5),
+      "timed out after 5 s waiting for graphical-session.target to be active")
     assert.equal("active", state("graphical-session-pre.target"))
     assert.equal("/session.slice/awesome.service", mgr:show("awesome.service", "ControlGroup"))
   end)
@@ -134,10 +135,12 @@ WantedBy=graphical-session.target
 
   it("starts the services of the graphical session and the XDG autostart entries, once", function()
     if not skip_unless_ready() then return end
-    assert.is_true(mgr:wait_for("clua-test-session-service.service", "ActiveState", "active", 5))
+    assert.is_true(mgr:wait_for("clua-test-session-service.service", "ActiveState", "active", 5),
+      "timed out after 5 s waiting for the session's service to be active")
     assert.is_truthy(harness.wait_until(5, function()
       return shell.read_file(dir .. "/autostarted") == "started\n"
-    end), "the autostart entry ran: " .. tostring(shell.read_file(dir .. "/autostarted")))
+    end), "timed out after 5 s waiting for the autostart entry to run: "
+      .. tostring(shell.read_file(dir .. "/autostarted")))
     testkit.sleep(1)
     assert.equal("started\n", shell.read_file(dir .. "/autostarted"))
   end)
@@ -163,12 +166,12 @@ WantedBy=graphical-session.target
       -- The very pid: clua-scope exec's the program once it is in the scope.
       assert.is_truthy(harness.wait_until(5, function()
         return (shell.read_file("/proc/" .. pid .. "/comm") or "") == name .. "\n"
-      end), name .. " runs as pid " .. pid)
+      end), "timed out after 5 s waiting for " .. name .. " to run as pid " .. pid)
       assert.matches("^app%-awesome%-" .. name .. "%-%x+%.scope$", unit_of(pid))
     end
     -- The background job of `with_shell("... &")` lives on in its scope.
     local sleeper = harness.wait_until(3, function() return pids_with("sleep 1002")[1] end)
-    assert.is_number(sleeper)
+    assert.is_number(sleeper, "timed out after 3 s waiting for with_shell's background job")
     launched.sleeper = sleeper
     assert.matches("^app%-awesome%-sleep%-%x+%.scope$", unit_of(sleeper))
     local _, units = mgr:systemctl("list-units", "--plain", "--no-legend", "app-awesome-*")
@@ -178,7 +181,7 @@ WantedBy=graphical-session.target
     -- The three windows, one on each tag.
     assert.is_truthy(harness.wait_until(10, function()
       return wm:client("return #client.get()") == 3
-    end), "three windows managed")
+    end), "timed out after 10 s waiting for three windows to be managed")
     wm:client([=[
       local order = { xeyes = 1, xclock = 2, xlogo = 3 }
       for _, c in ipairs(client.get()) do
@@ -204,7 +207,7 @@ WantedBy=graphical-session.target
     assert.is_string(snid, out)
     assert.is_truthy(harness.wait_until(5, function()
       return (shell.read_file("/proc/" .. pid .. "/comm") or "") == "sleep\n"
-    end))
+    end), "timed out after 5 s waiting for sleep to run as pid " .. pid)
     assert.matches("^app%-awesome%-sleep%-", unit_of(pid))
     local environ = "\0" .. (shell.read_file("/proc/" .. pid .. "/environ") or "")
     assert.is_truthy(environ:find("\0DESKTOP_STARTUP_ID=" .. snid .. "\0", 1, true),
@@ -212,7 +215,7 @@ WantedBy=graphical-session.target
     testkit.kill(tonumber(pid), 15)
     assert.is_truthy(harness.wait_until(5, function()
       return wm:client("return clua_spec_exit") == "exit 3"
-    end), "the exit callback got the code")
+    end), "timed out after 5 s waiting for the exit callback to get the code")
     -- What Awesome says of a program it cannot find, as without clua.
     assert.matches("^Failed to execute child process .*clua%-no%-such%-program", missing)
   end)
@@ -244,7 +247,7 @@ WantedBy=graphical-session.target
     assert.is_truthy(harness.wait_until(30, function()
       local count = "local n = 0 for _ in pairs(clua_spec_codes) do n = n + 1 end return n"
       return wm:client(count) == 500
-    end))
+    end), "timed out after 30 s waiting for 500 exit codes")
     assert.is_true(wm:client([[
       for i = 1, 500 do
           if clua_spec_codes[i] ~= i % 256 then return false end
@@ -259,12 +262,14 @@ WantedBy=graphical-session.target
     local old = wm:pid()
     -- Hang the main loop; the stall breaker is off, so the watchdog acts.
     wm:try_client("while true do end", 2)
-    assert.is_truthy(mgr:wait_for("awesome.service", "Result", "watchdog", 10))
+    assert.is_truthy(mgr:wait_for("awesome.service", "Result", "watchdog", 10),
+      "timed out after 10 s waiting for the watchdog to kill Awesome")
     assert.is_truthy(mgr:wait_for("awesome.service", "MainPID", function(v)
       local p = tonumber(v)
       return p and p ~= 0 and p ~= old
-    end, 15))
-    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 15))
+    end, 15), "timed out after 15 s waiting for a new Awesome process")
+    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 15),
+      "timed out after 15 s waiting for the restarted Awesome to be active")
     assert(wm:wait_ready())
     for name, pid in pairs(launched) do
       assert.is_true(harness.alive(pid), name .. " (" .. pid .. ") died with Awesome")
@@ -290,8 +295,9 @@ WantedBy=graphical-session.target
     assert(mgr:systemctl("reload", "awesome.service"))
     assert.is_truthy(harness.wait_until(10, function()
       return #(shell.read_file(dir .. "/runs") or "") > runs
-    end), "rc.lua ran again")
-    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 10))
+    end), "timed out after 10 s waiting for rc.lua to run again")
+    assert.is_true(mgr:wait_for("awesome.service", "ActiveState", "active", 10),
+      "timed out after 10 s waiting for awesome.service to be active again")
     assert(wm:wait_ready())
     assert.equal(pid, wm:pid())
     assert.equal("1", mgr:show("awesome.service", "NRestarts"))   -- the watchdog's, above
@@ -302,7 +308,8 @@ WantedBy=graphical-session.target
 
   it("refuses a second session while one runs", function()
     if not skip_unless_ready() then return end
-    local ok, out, rc = run(wm:session_env() .. "sh " .. quote(root .. "/session/awesome-session"))
+    local ok, out, rc = run("timeout 10 " .. wm:session_env() .. "sh "
+      .. quote(root .. "/session/awesome-session"))
     assert.is_false(ok)
     assert.equal(1, rc)
     assert.matches("^awesome%-session: a graphical session is already running %([^\n]+%)$", out)
@@ -316,11 +323,12 @@ WantedBy=graphical-session.target
     local awesome = wm:pid()
     wm:try_client("awesome.quit()", 3)
     local code, log = wm:session_exit(5)
-    assert.equal(0, code, log)
+    assert.equal(0, code, "the session command did not exit 0 within 5 s: " .. log)
     assert.equal("", log)
     for _, unit in ipairs { "awesome-session.target", "graphical-session.target", "awesome.service",
                             "clua-test-session-service.service" } do
-      assert.is_truthy(mgr:wait_for(unit, "ActiveState", "inactive", 5), unit)
+      assert.is_truthy(mgr:wait_for(unit, "ActiveState", "inactive", 5),
+        "timed out after 5 s waiting for " .. unit .. " to be inactive")
     end
     local left = {}
     for name, pid in pairs(launched) do left[name] = pid end
@@ -330,7 +338,7 @@ WantedBy=graphical-session.target
         if harness.alive(pid) then return false end
       end
       return true
-    end), "processes of the session still running")
+    end), "timed out after 5 s waiting for the session's processes to end")
     local _, units = mgr:systemctl("list-units", "--plain", "--no-legend", "app-*")
     assert.equal("", units)
     local _, env = mgr:systemctl("show-environment")
@@ -341,14 +349,15 @@ end)
 
 describe("awesome-session without systemd #integration", function()
   it("exits 1 with one line without a display", function()
-    local ok, out, rc = run("env -u DISPLAY sh " .. quote(root .. "/session/awesome-session"))
+    local ok, out, rc = run("env -u DISPLAY timeout 10 sh "
+      .. quote(root .. "/session/awesome-session"))
     assert.is_false(ok)
     assert.equal(1, rc)
     assert.matches("^awesome%-session: DISPLAY is not set[^\n]*$", out)
   end)
 
   it("exits 2 with one line for an argument", function()
-    local _, out, rc = run("DISPLAY=:99 sh " .. quote(root .. "/session/awesome-session")
+    local _, out, rc = run("DISPLAY=:99 timeout 10 sh " .. quote(root .. "/session/awesome-session")
       .. " --bogus")
     assert.equal(2, rc)
     assert.matches("^awesome%-session: [^\n]+$", out)
@@ -377,7 +386,7 @@ describe("awesome-session without systemd #integration", function()
     testkit.kill(session_pid, 15)
     x:stop()
     run("rm -rf " .. quote(runtime) .. " " .. quote(bin))
-    assert.is_truthy(started, err)
+    assert.is_truthy(started, "timed out after 10 s waiting for plain awesome: " .. err)
     assert.equal(session_pid, tonumber(started))
     assert.matches("^/usr/bin/awesome %-c ", cmdline)
     assert.equal("awesome-session: no systemd user manager; starting awesome without systemd",

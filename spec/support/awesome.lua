@@ -340,16 +340,16 @@ harness.awesome_env = awesome_env
 --- The drop-in that runs session/awesome.service (installed verbatim)
 -- headless under a spec's manager: the environment of this session, our
 -- rc.lua, and `extra` lines for [Service] (WatchdogSec=3, say).  With
--- `via_session`, DISPLAY and the bus are left to the session command, which
--- hands them to the manager.
+-- `via_session`, DISPLAY, the bus and PATH are left to the session command,
+-- which hands them to the manager.
 function harness.dropin_text(rc, wm, extra, via_session)
   local env = awesome_env()
   if not via_session then
     env[#env + 1] = "DISPLAY=" .. wm.display
     env[#env + 1] = "DBUS_SESSION_BUS_ADDRESS=" .. wm.bus
+    env[#env + 1] = "PATH=" .. tools .. ":/usr/local/bin:/usr/bin:/bin"
   end
   env[#env + 1] = "XDG_CACHE_HOME=" .. wm.dir .. "/cache"
-  env[#env + 1] = "PATH=" .. tools .. ":/usr/local/bin:/usr/bin:/bin"
   local lines = { "[Service]" }
   for _, e in ipairs(env) do lines[#lines + 1] = 'Environment="' .. e .. '"' end
   lines[#lines + 1] = "ExecStart="
@@ -369,23 +369,37 @@ function harness.install_session_units(mgr)
 end
 
 --- The environment of this X session, as a sh prefix: what ~/.xsession
--- would run the session command with.
-function Awesome:session_env()
+-- would run the session command with.  `vars` ({NAME = value}) adds to it
+-- or replaces a variable (values may hold anything: they are quoted).
+function Awesome:session_env(vars)
   local m = self.manager.env
-  return ("env -u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID DISPLAY=%s "
-    .. "DBUS_SESSION_BUS_ADDRESS=%s XDG_RUNTIME_DIR=%s HOME=%s PATH=%s "):format(
-    shq(self.display), shq(self.bus), shq(m.XDG_RUNTIME_DIR), shq(m.HOME),
-    shq(tools .. ":/usr/local/bin:/usr/bin:/bin"))
+  local env = {
+    DISPLAY = self.display, DBUS_SESSION_BUS_ADDRESS = self.bus,
+    XDG_RUNTIME_DIR = m.XDG_RUNTIME_DIR, HOME = m.HOME,
+    PATH = tools .. ":/usr/local/bin:/usr/bin:/bin",
+  }
+  for k, v in pairs(self.session_vars or {}) do env[k] = v end
+  for k, v in pairs(vars or {}) do env[k] = v end
+  local names = {}
+  for k in pairs(env) do names[#names + 1] = k end
+  table.sort(names)
+  local words = { "env -u NOTIFY_SOCKET -u WATCHDOG_USEC -u WATCHDOG_PID" }
+  for _, k in ipairs(names) do words[#words + 1] = k .. "=" .. shq(env[k]) end
+  return table.concat(words, " ") .. " "
 end
 
---- Runs the session command in the background; its stdout and stderr go
--- to DIR/session-command.log and its exit status to DIR/session-command.rc.
+--- Runs the session command in the background, in a process group (and
+-- session) of its own as xinit runs its client: `wm.session_pid` is its pid
+-- and process group.  Its stdout and stderr go to DIR/session-command.log
+-- and its exit status to DIR/session-command.rc.
 function Awesome:run_session_command()
-  local cmd = ("%s sh %s >%s 2>&1 </dev/null; echo $? >%s"):format(
-    self:session_env(), shq(root .. "/session/awesome-session"),
+  local pidfile = self.dir .. "/session-command.pid"
+  local cmd = ("setsid -w sh -c 'echo $$ >\"$1\"; shift; exec \"$@\"' sh %s %s sh %s >%s 2>&1 "
+    .. "</dev/null; echo $? >%s"):format(
+    shq(pidfile), self:session_env(), shq(root .. "/session/awesome-session"),
     shq(self.dir .. "/session-command.log"), shq(self.dir .. "/session-command.rc"))
-  local _, pid = run("(" .. cmd .. ") >/dev/null 2>&1 & echo $!")
-  self.session_pid = tonumber(pid)
+  run("(" .. cmd .. ") >/dev/null 2>&1 &")
+  self.session_pid = harness.wait_until(5, function() return tonumber(readfile(pidfile) or "") end)
 end
 
 --- Waits up to `timeout` seconds for the session command to exit.
@@ -413,10 +427,12 @@ function Awesome:start_unit(args)
   end
   assert(mgr:systemctl("daemon-reload"))
   if args.session then
+    self.session_vars = args.session_env
     self:run_session_command()
   else
     mgr:start(self.unit)
   end
+  if args.wait == false then return true end
   -- Type=notify: active only once clua.awesome sent READY=1.
   local ok, state = mgr:wait_for(self.unit, "ActiveState", "active", args.timeout or 20)
   if not ok then
@@ -435,6 +451,12 @@ end
 --   unit `args.unit` (default "awesome.service") instead
 -- @tparam[opt] {string,...} args.unit_extra lines added to [Service]
 -- @tparam[opt] boolean args.session start it through the session command
+-- @tparam[opt] table args.session_env variables ({NAME = value}) the
+--   session command gets besides DISPLAY, the bus, HOME, PATH... (see
+--   `Awesome:session_env`), as ~/.xsession would export them
+-- @tparam[opt=true] boolean args.wait false: with `manager`, return once
+--   the unit (or the session command) is started, without waiting for
+--   Awesome (then call `wm:wait_ready()`)
 -- @tparam[opt] boolean args.display_only start Xvfb and the bus, not Awesome
 -- @param[opt] args.etc a support.private_etc copy to run the session on
 -- @tparam[opt] table args.env variables (`{NOTIFY_SOCKET = "@x"}`) for
@@ -512,6 +534,7 @@ function harness.start(args)
       self:stop()
       return nil, why
     end
+    if args.wait == false then return self end
   end
   local ok, why = self:wait_ready(args.timeout)
   if not ok then
