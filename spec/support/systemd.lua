@@ -97,8 +97,8 @@ end
 local Manager = {}
 Manager.__index = Manager
 
--- Where `start { own_cgroup = true }` makes the manager a control group of
--- its own: the hierarchy systemd tracks processes in (name=systemd on
+-- Where `start()` makes the manager a control group of its own (unless
+-- `start { own_cgroup = false }`): the hierarchy systemd tracks processes in (name=systemd on
 -- cgroup v1, the unified one in the hybrid layout, /sys/fs/cgroup itself
 -- on v2).  Every manager started where the specs run roots its units at
 -- the same /session.slice/awesome.service otherwise: a manager stopping
@@ -111,8 +111,8 @@ local CGROUP_ROOTS = { "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys
 -- Returns nil and the reason when this machine cannot run one (see
 -- `available`, or the manager exited at once saying why); raises when it
 -- ran but did not answer.
--- @tparam[opt] table opts `own_cgroup = true`: in a control group of its
---   own (see CGROUP_ROOTS), where nothing another manager does reaches
+-- @tparam[opt] table opts `own_cgroup = false`: not in a control group of
+--   its own (see CGROUP_ROOTS, where nothing another manager does reaches)
 -- @treturn[1] Manager
 -- @return[2] nil, reason
 function M.start(opts)
@@ -137,7 +137,7 @@ function M.start(opts)
   -- before the exec; where that fails the manager runs where it is.  unshare and sh
   -- exec, so the pid printed is the manager's own.
   local enter = { ":" }
-  if opts and opts.own_cgroup then self.cgroup = "clua-spec-" .. dir:match("([^./]+)$") end
+  if not (opts and opts.own_cgroup == false) then self.cgroup = "clua-spec-" .. dir:match("([^./]+)$") end
   for _, d in ipairs(self.cgroup and CGROUP_ROOTS or {}) do
     local path = d .. "/" .. self.cgroup
     enter[#enter + 1] = ("if [ -f %s/cgroup.procs ]; then mkdir -p %s && "
