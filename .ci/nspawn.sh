@@ -30,6 +30,8 @@
 # bus, on such a host.
 
 BOOT_NSPAWN= BOOT_PID= BOOT_CGROUPS=()
+# More systemd-nspawn options (e.g. --capability=CAP_SYS_TIME), set by the caller.
+BOOT_OPTS=()
 
 boot_start() {
 	local dir=$1 log=$2 m cg i state name=clua-nspawn.$$.$RANDOM
@@ -47,7 +49,7 @@ boot_start() {
 	(
 		for cg in "${BOOT_CGROUPS[@]}"; do echo "$BASHPID" >"$cg/cgroup.procs"; done
 		exec env --default-signal SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -q \
-			--register=no --keep-unit --private-network -D "$dir" -b --console=pipe
+			--register=no --keep-unit --private-network "${BOOT_OPTS[@]}" -D "$dir" -b --console=pipe
 	) >"$log" 2>&1 </dev/null &
 	BOOT_NSPAWN=$!
 	for i in $(seq 300); do
