@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # .ci/nspawn.sh: boots a Debian root as a system container, systemd as its
 # PID 1 on the unified cgroup hierarchy (cgroup v2, what users have), even
 # on a host whose own PID 1 is not systemd and whose cgroups are v1.
