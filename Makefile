@@ -3,7 +3,11 @@
 #   make                     build clua.so (Lua $(LUA_VERSION)) and watchoutput
 #   make check               install build deps (Debian), run the whole suite
 #   make check-debian        make check in fresh Debian 12, 13, testing roots
-#                            and a plain chroot (root, debootstrap; slow)
+#                            and a plain chroot, then check-login for 13 and
+#                            testing (root, debootstrap; slow)
+#   make check-login         the packages through a real login (LightDM,
+#                            logind, cgroup v2) in a booted container of this
+#                            release (root; RELEASES="trixie forky" for others)
 #   make test LUA_VERSION=5.4   the unit specs under one Lua
 #   make install PREFIX=/usr/local DESTDIR=
 #   make bench               build, then run the benchmarks (bench/README.md)
@@ -84,7 +88,7 @@ XSESSIONSDIR ?= $(PREFIX)/share/xsessions
 SESSION_UNITS := session/awesome.service session/awesome-session.target \
 	session/awesome-session-shutdown.target
 
-.PHONY: all module testkit tools print-build demo doc check check-debian test deps install install-module \
+.PHONY: all module testkit tools print-build demo doc check check-debian check-login test deps install install-module \
 	install-tools install-session uninstall clean \
 	bench bench-deps bench-progs
 
@@ -157,11 +161,26 @@ check: deps
 # README's `make check` (.ci/debian-root): Debian 12, 13 and testing, and
 # Debian 12 in a plain chroot as package builders use. One line per root.
 # Not part of `make check`: each root installs every package first, and the
-# four take an hour or more.
+# four take an hour or more. A root whose systemd cannot run a user manager
+# on this machine (systemd >= 258 on cgroup v1, a plain chroot) runs the
+# integration stage booted as a container instead (.ci/debian-root). Then
+# check-login for the releases other than the one `.ci/run` covers.
 DEBIAN_ROOTS ?= bookworm trixie forky bookworm:plain
+LOGIN_RELEASES ?= trixie forky
 
 check-debian:
-	@.ci/debian-root $(DEBIAN_ROOTS)
+	@s=0; .ci/debian-root $(DEBIAN_ROOTS) || s=1; \
+	.ci/check-login $(LOGIN_RELEASES) || s=1; exit $$s
+
+# The Debian packages (make deb) installed with apt in a fresh root of a
+# release, booted with systemd as PID 1 on cgroup v2, where LightDM logs a
+# user in with the packaged session: .ci/check-login, then .ci/login-test
+# inside. RELEASES: this machine's release when empty. Root; about 2
+# minutes a release, 1 once its root is cached (/var/cache/clua/login).
+RELEASES ?=
+
+check-login:
+	@.ci/check-login $(RELEASES)
 
 # Benchmarks: clua against what people would otherwise use, one table
 # (bench/README.md).  Never part of `make check`, never a failure: a missed

@@ -11,36 +11,83 @@
 --                other way to get a scope, for comparison
 --
 --    lua5.3 bench/spawn.lua [SAMPLES]
+--
+-- With --session (7c, 7d) the same three arms run in the Awesome of the
+-- X session the command runs in (DISPLAY and the session bus from the
+-- environment; awesome-client), whose rc.lua called setup{}: in a real
+-- login, Awesome as awesome.service of user@UID.service on cgroup v2
+-- (`.ci/check-login --bench` runs it so, in a booted container).  There
+-- the plain arm is awesome.spawn with a stdin pipe, which clua.awesome
+-- leaves unwrapped (the pipe is closed at once).
+--
+--    lua5.3 bench/spawn.lua SAMPLES --session
 
 local lib = require("bench.lib")
 local harness = require("support.awesome")
 local systemd = require("support.systemd")
+local shell = require("support.shell")
 
-local samples = tonumber(arg[1]) or 50
+local samples, session = 50, false
+for _, a in ipairs(arg) do
+  if a == "--session" then session = true else samples = tonumber(a) or samples end
+end
 local how = "lua5.3 bench/spawn.lua " .. samples .. " (bench/run 7)"
+local ids = { "7a", "7b" }
 local A = "awful.spawn to running: a scope adds"
 local B = "anchor: systemd-run --scope adds"
+if session then
+  how = "lua5.3 bench/spawn.lua " .. samples .. " --session (.ci/check-login --bench)"
+  ids = { "7c", "7d" }
+  A = A .. " (real login, cgroup v2)"
+  B = B .. " (real login, cgroup v2)"
+end
 
 local function report(status, added, anchor, note)
-  lib.result { id = "7a", what = A, unit = "ms", values = added, stat = "median", op = "<=",
+  lib.result { id = ids[1], what = A, unit = "ms", values = added, stat = "median", op = "<=",
     target = 10, status = status, how = how, note = note }
-  lib.result { id = "7b", what = B, unit = "ms", values = anchor, stat = "median",
+  lib.result { id = ids[2], what = B, unit = "ms", values = anchor, stat = "median",
     status = status, how = how }
 end
 
 local probe = lib.benchbin .. "/spawn_probe"
-if not io.open(probe) or not io.open(lib.tools .. "/clua-scope") then
+if not io.open(probe) or not (session or io.open(lib.tools .. "/clua-scope")) then
   return report(lib.NOT_BUILT)
 end
-local ok, why = harness.available()
-if ok then ok, why = systemd.available() end
-local mgr
-if ok then mgr, why = systemd.start() end
-if not mgr then return report("skipped: " .. why) end
+local mgr, wm
+if session then
+  -- The session's Awesome, through awesome-client, as a harness Awesome.
+  wm = { stop = function() end }
+  function wm.client(_, chunk)
+    local ok, out = shell.run("timeout 15 awesome-client " .. shell.quote(chunk) .. " </dev/null")
+    assert(ok, "awesome-client: " .. out)
+    local values, n = harness.parse_reply(out)
+    return table.unpack(values, 1, n)
+  end
+  local ok, status = pcall(wm.client, wm, 'return require("clua.awesome").status()')
+  if not ok or not tostring(status):find("scopes: on", 1, true) then
+    return report("skipped: no Awesome with clua.awesome's scopes in this session: "
+      .. tostring(status))
+  end
+  mgr = { stop = function() end }
+else
+  local ok, why = harness.available()
+  if ok then ok, why = systemd.available() end
+  if ok then mgr, why = systemd.start() end
+  if not mgr then return report("skipped: " .. why) end
+end
 local dir = lib.tmpdir()
-local RC = ([[
+local PRELUDE = session and [[
+local GLib = require("lgi").GLib
+local function plain_spawn(argv, sn)
+    local pid, _, stdin = awesome.spawn(argv, sn, true)
+    if stdin then GLib.close(stdin) end
+    return pid
+end
+]] or [[
 local plain_spawn = awesome.spawn
 require("clua.awesome").setup { stall = false }
+]]
+local RC = PRELUDE .. ([[
 local awful, gears, GLib = require("awful"), require("gears"), require("lgi").GLib
 local PROBE, OUT, SAMPLES = %q, %q, %d
 local arms = {
@@ -72,10 +119,15 @@ function bench_starts()
 end
 ]]):format(probe, dir .. "/probe.out", samples)
 
-local wm, err = harness.start { rc = harness.rc(RC), manager = mgr }
-if not wm then
-  mgr:stop()
-  return report("failed: " .. tostring(err))
+if session then
+  wm:client(RC)
+else
+  local err
+  wm, err = harness.start { rc = harness.rc(RC), manager = mgr }
+  if not wm then
+    mgr:stop()
+    return report("failed: " .. tostring(err))
+  end
 end
 wm:client("bench_go()")
 harness.wait_until(samples * 0.5 + 30, function() return wm:client("return bench_done") end, 0.5)
