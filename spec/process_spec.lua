@@ -4,7 +4,7 @@ local clua = require("clua")
 local checks = require("support.checks")
 local testkit = require("testkit")
 
-local ECHILD, EBUSY = 10, 16 -- Linux errno values
+local ESRCH, ECHILD, EBUSY = 3, 10, 16 -- Linux errno values
 local SIGQUIT, SIGKILL, SIGTERM = 3, 9, 15
 
 -- Timing is relaxed (never skipped) under valgrind, which runs slower.
@@ -161,6 +161,124 @@ describe("clua.reap", function()
     local ok, _, errno = clua.reap(pid)
     assert.is_nil(ok)
     assert.equal(ECHILD, errno)
+  end)
+end)
+
+describe("clua.childwatch", function()
+  local function fdinfo_flags(fd)
+    local info = shell.read_file("/proc/self/fdinfo/" .. fd) or ""
+    return tonumber(info:match("flags:%s*(%d+)"), 8)
+  end
+
+  it("turns readable when the child exits, and reaps exactly it", function()
+    local pid = testkit.spawn("exit", 7, 0.3)
+    local w = assert(clua.childwatch(pid))
+    assert.equal(pid, w:pid())
+    assert.is_false(testkit.poll_readable(w:fd(), 0))
+    assert.same({ n = 1 }, pack(w:reap()))
+    assert.is_true(testkit.poll_readable(w:fd(), 5000 * slow))
+    assert.same({ n = 3, pid, "exited", 7 }, pack(w:reap()))
+    local ok, msg, errno = w:reap()
+    assert.is_nil(ok)
+    assert.matches("waitid", msg)
+    assert.equal(ECHILD, errno)
+    w:close()
+  end)
+
+  it("reports a signal as pid, 'killed', signo, false", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    local w = assert(clua.childwatch(pid))
+    testkit.kill(pid, SIGTERM)
+    assert.is_true(testkit.poll_readable(w:fd(), 5000 * slow))
+    assert.same({ n = 4, pid, "killed", SIGTERM, false }, pack(w:reap()))
+    w:close()
+  end)
+
+  it("watches a zombie: readable at once", function()
+    local pid = testkit.spawn("exit", 3)
+    until_zombie(pid)
+    local w = assert(clua.childwatch(pid))
+    assert.is_true(testkit.poll_readable(w:fd(), 0))
+    assert.same({ n = 3, pid, "exited", 3 }, pack(w:reap()))
+    w:close()
+  end)
+
+  it("never reaps another child once its own was reaped elsewhere", function()
+    local pid = testkit.spawn("exit", 0)
+    local w = assert(clua.childwatch(pid))
+    reap_when_done(pid)
+    local other = testkit.spawn("exit", 5)
+    until_zombie(other)
+    local ok, _, errno = w:reap()
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+    assert.equal("Z", (stat(other)))
+    assert.same({ n = 3, other, "exited", 5 }, reap_when_done(other))
+    w:close()
+  end)
+
+  it("watches any process, but reaps only a child of this one", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    assert.is_false(testkit.poll_readable(w:fd(), 0))
+    local ok, _, errno = w:reap()
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+    w:close()
+  end)
+
+  it("returns nil, message, ESRCH for a process that is gone", function()
+    local pid = testkit.spawn("exit", 0)
+    reap_when_done(pid)
+    local ok, msg, errno = clua.childwatch(pid)
+    assert.is_nil(ok)
+    assert.matches("pidfd_open", msg)
+    assert.equal(ESRCH, errno)
+  end)
+
+  it("is close-on-exec, and __tostring and the metatable name it", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    local fd = w:fd()
+    assert.is_true(math.floor(fdinfo_flags(fd) / 2 ^ 19) % 2 == 1, "O_CLOEXEC")
+    assert.equal("clua.childwatch (fd " .. fd .. ")", tostring(w))
+    assert.equal("clua.childwatch", getmetatable(w))
+    w:close()
+    assert.equal(testkit.getpid(), w:pid())
+  end)
+
+  local function open() return clua.childwatch(testkit.getpid()) end
+
+  it("closes idempotently, and __tostring says so",
+    checks.closes_idempotently(open, "clua.childwatch"))
+  it("raises on fd and reap of a closed watch",
+    checks.raises_when_closed(open, "clua.childwatch", { { "fd" }, { "reap" } }))
+  if _VERSION >= "Lua 5.4" then
+    it("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
+      local chunk = assert(load([[
+        local clua, pid = ...
+        local kept
+        do
+          local w <close> = assert(clua.childwatch(pid))
+          kept = w
+        end
+        return kept
+      ]]))
+      assert.equal("clua.childwatch (closed)", tostring(chunk(clua, testkit.getpid())))
+    end)
+  end
+  it("leaves no fd behind after 1,000 watches closed and 1,000 collected",
+    checks.leaves_no_fd(open, 100))
+
+  it("raises for methods called on something other than a watch",
+    checks.methods_check_self(open, "clua.childwatch", { "fd", "pid", "reap", "close" }))
+
+  it("raises for methods with surplus arguments", function()
+    local w = assert(open())
+    for _, name in ipairs({ "fd", "pid", "reap", "close" }) do
+      local ok, err = pcall(w[name], w, 1)
+      assert.is_false(ok, name)
+      assert.matches("bad argument #2", err, 1, true)
+    end
+    w:close()
   end)
 end)
 
@@ -326,6 +444,8 @@ describe("clua process functions", function()
     children = {},
     sigchld = {},
     ignore_SIGCHLD = { ["nil"] = true, ["true"] = true, ["false"] = true },
+    -- (a pid: a positive integer that fits pid_t; `true` is not one)
+    childwatch = {},
   }
   local compile = loadstring or load
 
@@ -350,7 +470,7 @@ describe("clua process functions", function()
 
   local surplus = {
     setsubreap = { false, 1 }, reap = { 1, 1 }, sweep = { 1, 1 },
-    ignore_SIGCHLD = { false, 1 },
+    ignore_SIGCHLD = { false, 1 }, childwatch = { 1, 1 },
   }
   for name, args in pairs(surplus) do
     it(name .. " refuses a surplus argument", function()
