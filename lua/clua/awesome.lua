@@ -5,7 +5,8 @@
 --    cluawm.setup { subreaper = true, clock = true, watchdog = true, stall = 10 }
 --
 -- * **subreaper**: orphans of the programs Awesome starts re-parent to
---   Awesome (which reaps them) instead of init.
+--   Awesome instead of init, and are reaped there; neither they nor the
+--   programs awful.spawn starts leave an "Unknown child" line in its log.
 -- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
 --   seen the moment it happens: the `clua::clock_changed` signal is emitted
 --   and every `wibox.widget.textclock` shows the right time at once.
@@ -28,8 +29,8 @@
 -- never touches SIGCHLD and never reaps a child someone waits for (a
 -- `waitpid(-1)` from Lua would steal the exit status `awful.spawn.easy_async`
 -- waits for).  It gives every program awesome.spawn starts an exit callback,
--- so Awesome knows it, and reaps, each by its pidfd, only the orphans that
--- Awesome adopted and cannot know: nothing then logs "Unknown child".
+-- so that Awesome knows it, and reaps, each by its pidfd, only the orphans
+-- Awesome adopted and cannot know.
 --
 -- @author clua
 -- @module clua.awesome
@@ -1035,7 +1036,9 @@ end
 --- Start everything.  Call once, near the top of rc.lua (before the
 -- textclocks are built).  A second call changes nothing.
 -- @tparam[opt] table args
--- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
+-- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper;
+--   every program `awful.spawn` starts gets an exit callback, and adopted
+--   orphans are reaped by their pidfds, so Awesome logs neither as unknown
 -- @tparam[opt=true] boolean args.clock watch wall-clock changes
 -- @tparam[opt=true] boolean args.timezone follow timezone changes
 --   (`/etc/localtime`)
