@@ -80,8 +80,8 @@ end
 -- What is missing here to run the suite at all; nil when nothing is.
 local function missing()
   for _, prog in ipairs { "awesome", "awesome-client", "Xvfb", "xterm", "xrdb",
-                          "dbus-launch", "dbus-send", "apt-get", "dpkg-query", "tar", "bash",
-                          "cc", "timeout" } do
+                          "dbus-launch", "dbus-send", "apt-get", "dpkg-query", "tar", "xz",
+                          "bash", "cc", "timeout" } do
     if not run("command -v " .. prog) then
       return prog .. " is not installed (make deps)"
     end
