@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -747,6 +748,36 @@ static int l_childwatch_reap(lua_State *L)
 	return push_status(L, &info);
 }
 
+/* The pidfd turned readable: the process has exited. */
+static int push_exited(lua_State *L, void *ud)
+{
+	(void)ud;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/***
+ * Blocks until the process exits or `timeout` seconds pass; it reaps
+ * nothing (`childwatch:reap` does).  Inside a main loop, only for a
+ * bound of milliseconds.
+ * @function childwatch:wait
+ * @tparam[opt] number timeout seconds (>= 0); none or `math.huge` waits
+ * for ever
+ * @treturn[1] true once the process has exited (at once if it had)
+ * @treturn[2] nil when the timeout passed first
+ * @return[3] nil, message, errno (`EINTR` when a signal came first)
+ * @usage
+ * if watch:wait(0.003) then print(watch:reap()) end
+ */
+static int l_childwatch_wait(lua_State *L)
+{
+	struct childwatch *w = check_open_childwatch(L, 1);
+	double timeout = clua_optnumber(L, 2, 0, 0, HUGE_VAL, HUGE_VAL);
+
+	clua_checknargs(L, 2);
+	return clua_wait_event(L, w->fd, timeout, push_exited, NULL);
+}
+
 /***
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
  * @function childwatch:close
@@ -777,6 +808,7 @@ static const luaL_Reg childwatch_methods[] = {
 	{"fd", l_childwatch_fd},
 	{"pid", l_childwatch_pid},
 	{"reap", l_childwatch_reap},
+	{"wait", l_childwatch_wait},
 	{"close", l_childwatch_close},
 	{NULL, NULL}
 };

@@ -39,6 +39,7 @@ end
 -- whoever); returns true, or false and how many are left.
 local function all_gone(wm, pids, timeout)
   local awesome = wm:pid()
+  assert(awesome, "Awesome is not running\n" .. wm:logtail(40))
   local left
   local ok = harness.wait_until(timeout or 20, function()
     left = 0
@@ -54,7 +55,9 @@ end
 -- The zombies among Awesome's children.
 local function zombies(wm)
   local n = 0
-  for _, c in ipairs(harness.children(wm:pid())) do
+  local pid = wm:pid()
+  assert(pid, "Awesome is not running\n" .. wm:logtail(40))
+  for _, c in ipairs(harness.children(pid)) do
     if harness.stat(c) == "Z" then n = n + 1 end
   end
   return n

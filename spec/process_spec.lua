@@ -216,6 +216,31 @@ describe("clua.childwatch", function()
     w:close()
   end)
 
+  it_pidfd("wait(timeout) returns nil while it runs, true once it has exited, reaping nothing",
+  function()
+    local pid = testkit.spawn("exit", 4, 0.3)
+    local w = assert(clua.childwatch(pid))
+    local t0 = testkit.now("monotonic")
+    assert.same({ n = 1 }, pack(w:wait(0.05)))
+    assert.is_true(testkit.now("monotonic") - t0 >= 0.049)
+    assert.is_true(w:wait(5 * slow))
+    assert.equal("Z", (stat(pid)))
+    assert.is_true(w:wait(0))
+    assert.is_true(w:wait())
+    assert.same({ n = 3, pid, "exited", 4 }, pack(w:reap()))
+    w:close()
+  end)
+
+  it_pidfd("wait refuses a bad timeout", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    for _, bad in ipairs({ -1, 0 / 0, "1", true, {} }) do
+      local ok, err = pcall(w.wait, w, bad)
+      assert.is_false(ok, tostring(bad))
+      assert.matches("bad argument #2", err, 1, true)
+    end
+    w:close()
+  end)
+
   it_pidfd("watches a zombie: readable at once", function()
     local pid = testkit.spawn("exit", 3)
     until_zombie(pid)
@@ -271,8 +296,8 @@ describe("clua.childwatch", function()
 
   it_pidfd("closes idempotently, and __tostring says so",
     checks.closes_idempotently(open, "clua.childwatch"))
-  it_pidfd("raises on fd and reap of a closed watch",
-    checks.raises_when_closed(open, "clua.childwatch", { { "fd" }, { "reap" } }))
+  it_pidfd("raises on fd, reap and wait of a closed watch",
+    checks.raises_when_closed(open, "clua.childwatch", { { "fd" }, { "reap" }, { "wait", 0 } }))
   if _VERSION >= "Lua 5.4" then
     it_pidfd("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
       local chunk = assert(load([[
@@ -291,7 +316,8 @@ describe("clua.childwatch", function()
     checks.leaves_no_fd(open, 100))
 
   it_pidfd("raises for methods called on something other than a watch",
-    checks.methods_check_self(open, "clua.childwatch", { "fd", "pid", "reap", "close" }))
+    checks.methods_check_self(open, "clua.childwatch",
+      { "fd", "pid", "reap", "wait", "close" }))
 
   it_pidfd("raises for methods with surplus arguments", function()
     local w = assert(open())
@@ -300,6 +326,9 @@ describe("clua.childwatch", function()
       assert.is_false(ok, name)
       assert.matches("bad argument #2", err, 1, true)
     end
+    local ok, err = pcall(w.wait, w, 1, 2)
+    assert.is_false(ok)
+    assert.matches("bad argument #3", err, 1, true)
     w:close()
   end)
 end)

@@ -53,6 +53,8 @@ local os = os
 local pcall = pcall
 local unpack = table.unpack or unpack -- luacheck: compat (Lua 5.1 and LuaJIT: unpack)
 
+local EINTR = 4     -- Linux errno
+
 local clua = require("clua")
 local lgi = require("lgi")
 local gtimer = require("gears.timer")
@@ -349,6 +351,9 @@ local orphans = {
     -- wakes this often with nothing to reap is left to Awesome rather
     -- than spin the main loop.
     MAX_EMPTY_WAKES = 50,
+    -- Seconds to wait, at a program's exit, for the orphans it has just
+    -- handed over (see orphans.settle).
+    SETTLE = 0.003,
     before = {},        -- pid -> true: children at setup, left to Awesome
     watched = {},       -- pid -> { watch = clua.childwatch, source = GLib source id,
                         --          empty = wakes with nothing to reap }
@@ -384,9 +389,11 @@ function orphans.collect_all()
     for pid in pairs(orphans.watched) do orphans.collect(pid) end
 end
 
--- Reaps the orphan `pid` now if it has exited, else watches it.
+-- Reaps the orphan `pid` now if it has exited, else watches it.  Returns
+-- true when it is watched from now on (it was not, and still runs).
 function orphans.watch(pid)
     local entry = orphans.watched[pid]
+    local fresh = entry == nil
     if not entry then
         if orphans.count >= orphans.MAX_WATCHED then return end
         local watch, msg = clua.childwatch(pid)
@@ -399,7 +406,7 @@ function orphans.watch(pid)
         orphans.watched[pid] = entry
         orphans.count = orphans.count + 1
     end
-    if orphans.collect(pid) or entry.source then return end
+    if orphans.collect(pid) or entry.source then return false end
     entry.source = orphans.add(entry.watch:fd(), function()
         if orphans.watched[pid] ~= entry then return false end
         local done = protected_call(orphans.collect, pid, true)
@@ -419,20 +426,49 @@ function orphans.watch(pid)
         end
         return not done
     end, lgi.GLib.PRIORITY_HIGH)
+    return fresh
 end
 
--- Watches (or reaps) every child of Awesome nobody waits for.
+-- Watches (or reaps) every child of Awesome nobody waits for.  Returns
+-- the pids it watches from now on.
 function orphans.scan()
     local kids = clua.children()
-    if not kids then return end
-    local here = {}
+    if not kids then return {} end
+    local here, fresh = {}, {}
     for _, pid in ipairs(kids) do
         here[pid] = true
-        if not known.pids[pid] and not orphans.before[pid] then orphans.watch(pid) end
+        if not known.pids[pid] and not orphans.before[pid] and orphans.watch(pid) then
+            fresh[#fresh + 1] = pid
+        end
     end
     -- A child from before setup that is gone: its pid may name an orphan next.
     for pid in pairs(orphans.before) do
         if not here[pid] then orphans.before[pid] = nil end
+    end
+    return fresh
+end
+
+-- A program's own children often end with it, a moment after it: a
+-- terminal's shell gets SIGHUP as the terminal closes.  The program's exit
+-- callback runs inside Awesome's SIGCHLD handler, which goes on reaping
+-- once it returns, and would take such an orphan exiting just then.  So
+-- the orphans that exit has handed over get a bound of SETTLE seconds to
+-- end, and are reaped here if they do; the others are watched as usual.
+-- (A process that goes on, as a `cmd &` does, costs that bound once.)
+function orphans.settle(pids)
+    local GLib = lgi.GLib
+    local deadline = GLib.get_monotonic_time() + orphans.SETTLE * 1e6
+    for _, pid in ipairs(pids) do
+        while orphans.watched[pid] do
+            local left = (deadline - GLib.get_monotonic_time()) / 1e6
+            if left <= 0 then return end
+            local exited, _, errno = orphans.watched[pid].watch:wait(left)
+            if exited then
+                orphans.collect(pid)
+            elseif errno ~= EINTR then
+                break
+            end
+        end
     end
 end
 
@@ -470,7 +506,7 @@ end
 -- A known program has exited: Awesome has already reaped it.
 function known.exited(child)
     if child.pid then known.pids[child.pid] = nil end
-    orphans.scan()
+    orphans.settle(orphans.scan())
 end
 
 local function pack(...) return { n = select("#", ...), ... } end
