@@ -434,8 +434,8 @@ local function main(args)
             tap(true, way.name .. ": " .. test)
           else
             stock_fails = stock_fails or {}
-            local why = first_line((r.text:gsub("^===> ERROR running [^\n]*\n?", "")))
-            stock_fails[test] = why ~= "" and why or "the test did not say it finished"
+            local said = first_line((r.text:gsub("^===> ERROR running [^\n]*\n?", "")))
+            stock_fails[test] = said ~= "" and said or "the test did not say it finished"
             known_bad = known_bad + 1
             skip(test .. " fails with stock Awesome (not counted against clua): "
               .. stock_fails[test])
