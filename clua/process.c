@@ -6,17 +6,23 @@
  * loses its exit status for good, so sweep() only takes zombies that have
  * stayed zombies for a grace period: peek with WNOWAIT, remember when each
  * was first seen, and reap pid by pid.
+ *
+ * childwatch() gives one child's pidfd: it turns readable the moment that
+ * child exits, and waitid(P_PIDFD) collects exactly that process, never
+ * another one that reused its pid after someone else reaped it.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,6 +35,13 @@
  * Processes: subreaping and reaping.
  * @submodule clua
  */
+
+#define CHILDWATCH_TNAME "clua.childwatch"
+
+struct childwatch {
+	int fd;			/* the pidfd; -1 once closed, or before */
+	pid_t pid;
+};
 
 /* sweep()'s memory of the zombies it has seen, in the registry:
  * pid -> {first_seen (monotonic seconds), starttime (clock ticks)}. */
@@ -164,6 +177,19 @@ static const char *status_how(const siginfo_t *info)
 	return info->si_code == CLD_EXITED ? "exited" : "killed";
 }
 
+/* Pushes reap()'s results for a waitid() that found something: pid,
+ * "exited", code or pid, "killed", signal, core dumped. */
+static int push_status(lua_State *L, const siginfo_t *info)
+{
+	lua_pushinteger(L, info->si_pid);
+	lua_pushstring(L, status_how(info));
+	lua_pushinteger(L, info->si_status);
+	if (info->si_code == CLD_EXITED)
+		return 3;
+	lua_pushboolean(L, info->si_code == CLD_DUMPED);
+	return 4;
+}
+
 /***
  * Make this process a child subreaper, or stop being one.
  * Orphans among its descendants are then re-parented to it instead of init.
@@ -239,13 +265,7 @@ static int l_reap(lua_State *L)
 		lua_pushnil(L);
 		return 1;
 	}
-	lua_pushinteger(L, info.si_pid);
-	lua_pushstring(L, status_how(&info));
-	lua_pushinteger(L, info.si_status);
-	if (info.si_code == CLD_EXITED)
-		return 3;
-	lua_pushboolean(L, info.si_code == CLD_DUMPED);
-	return 4;
+	return push_status(L, &info);
 }
 
 /* Pushes the registry's table of zombies seen by sweep(). */
@@ -389,10 +409,136 @@ static int l_sweep(lua_State *L)
 	return 1;
 }
 
+/* Reads the pid list ("12 345 ") of /proc/self/task/<tid>/children into
+ * pids[0..cap); returns how many it lists (which may exceed cap: then
+ * only cap were stored), 0 for a thread that has ended, or -errno. No Lua
+ * call happens while the file is open: nothing can leak its fd. */
+static int read_task_children(pid_t tid, pid_t *pids, int cap)
+{
+	char path[64], chunk[4096];
+	long pid = 0;
+	int fd, n = 0, digits = 0;
+	ssize_t len, i;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	for (;;) {
+		int eof;
+
+		len = read(fd, chunk, sizeof chunk);
+		if (len < 0 && errno == EINTR)
+			continue;
+		if (len < 0) {
+			int err = errno;
+			close(fd);
+			return -err;
+		}
+		/* The end of the file ends the last pid, as a space does. */
+		eof = len == 0;
+		if (eof)
+			chunk[len++] = ' ';
+		for (i = 0; i < len; i++) {
+			if (chunk[i] >= '0' && chunk[i] <= '9') {
+				pid = pid * 10 + (chunk[i] - '0');
+				digits = 1;
+			} else if (digits) {
+				if (n < cap)
+					pids[n] = (pid_t)pid;
+				n++;
+				pid = 0;
+				digits = 0;
+			}
+		}
+		if (eof)
+			break;
+	}
+	close(fd);
+	return n;
+}
+
+static int by_pid_t(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The threads of this process, at most cap of them, into tids; returns
+ * how many there are, or -errno. */
+static int list_tasks(pid_t *tids, int cap)
+{
+	struct dirent *d;
+	int n = 0;
+	DIR *dir = opendir("/proc/self/task");	/* O_CLOEXEC by glibc */
+
+	if (dir == NULL)
+		return -errno;
+	while ((d = readdir(dir)) != NULL) {
+		if (d->d_name[0] < '0' || d->d_name[0] > '9')
+			continue;
+		if (n < cap)
+			tids[n] = (pid_t)atoi(d->d_name);
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Pushes an array of this process's children, ascending, from each
+ * thread's /proc/self/task/<tid>/children (CONFIG_PROC_CHILDREN): a few
+ * small files however many processes the system has, where the walk of
+ * /proc reads one file per process. Returns 0, or an errno (and pushes
+ * nothing) when those files are not there or cannot be read. */
+static int push_children_of_tasks(lua_State *L)
+{
+	pid_t tids[256], *pids;
+	int ntids, total = 0, cap, n = 0, i, got;
+	char path[64];
+
+	/* The main thread's file: there unless the kernel has none at all. */
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+	if (access(path, R_OK) != 0)
+		return errno;
+	ntids = list_tasks(tids, 256);
+	if (ntids < 0)
+		return -ntids;
+	if (ntids > 256)
+		return E2BIG;
+	/* Count first, then read into room for that many (and some that
+	 * appear meanwhile): no Lua allocation while a file is open. */
+	for (i = 0; i < ntids; i++) {
+		got = read_task_children(tids[i], NULL, 0);
+		if (got < 0)
+			return -got;
+		total += got;
+	}
+	cap = total + 64;
+	pids = lua_newuserdata(L, (size_t)cap * sizeof *pids);
+	for (i = 0; i < ntids && n < cap; i++) {
+		got = read_task_children(tids[i], pids + n, cap - n);
+		if (got < 0) {
+			lua_pop(L, 1);
+			return -got;
+		}
+		n += got < cap - n ? got : cap - n;
+	}
+	qsort(pids, (size_t)n, sizeof *pids, by_pid_t);
+	lua_createtable(L, n, 0);
+	for (i = 0; i < n; i++) {
+		lua_pushinteger(L, pids[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_remove(L, -2);
+	return 0;
+}
+
 /***
  * The pids of this process's children, live and zombie.
- * Read from /proc, which is racy by nature: a child may exit, or a new one
- * appear, right after.
+ * Read from /proc (each thread's list of children where the kernel has
+ * one, else a walk of every process), which is racy by nature: a child
+ * may exit, or a new one appear, right after.
  * @function children
  * @treturn[1] table an array of pids, ascending
  * @return[2] nil, message, errno
@@ -406,6 +552,8 @@ static int l_children(lua_State *L)
 	int n, i, err;
 
 	clua_checknargs(L, 0);
+	if (push_children_of_tasks(L) == 0)
+		return 1;
 	err = push_children(L, &kids, &n);
 	if (err != 0)
 		return clua_pusherror(L, "/proc", err);
@@ -487,6 +635,191 @@ static int l_ignore_SIGCHLD(lua_State *L)
 	return 1;
 }
 
+static struct childwatch *check_childwatch(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, CHILDWATCH_TNAME);
+}
+
+static struct childwatch *check_open_childwatch(lua_State *L, int idx)
+{
+	struct childwatch *w = check_childwatch(L, idx);
+
+	if (w->fd < 0)
+		luaL_argerror(L, idx, CHILDWATCH_TNAME " is closed");
+	return w;
+}
+
+/***
+ * Watch one process for its exit: a pidfd (close-on-exec) that turns
+ * readable the moment the process exits.  Any process can be watched;
+ * only a child of this process can be reaped with `childwatch:reap`.
+ * A process that has exited but is not reaped yet (a zombie) can be
+ * watched: its fd is readable at once.
+ * @function childwatch
+ * @tparam integer pid
+ * @treturn[1] childwatch
+ * @return[2] nil, message, errno (`ESRCH` when there is no such process,
+ *   `ENOSYS` before Linux 5.3)
+ * @usage
+ * local watch = assert(clua.childwatch(pid))
+ * -- when watch:fd() turns readable:
+ * print(watch:reap())   --> 1234 exited 0
+ * @see pidfd_open(2)
+ */
+static int l_childwatch(lua_State *L)
+{
+	pid_t pid = (pid_t)clua_checkinteger(L, 1, 1, INT_MAX);
+	struct childwatch *w;
+
+	clua_checknargs(L, 1);
+	w = clua_newobject(L, sizeof *w, CHILDWATCH_TNAME);
+	w->fd = -1;
+	w->pid = pid;
+	/* Always close-on-exec (pidfd_open(2)); no glibc wrapper before 2.36. */
+	w->fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (w->fd < 0)
+		return clua_pusherror(L, "pidfd_open", errno);
+	return 1;
+}
+
+/***
+ * The watch's file descriptor, for a main loop to watch for readability.
+ * @function childwatch:fd
+ * @treturn integer
+ * @usage
+ * GLib.unix_fd_add_full(GLib.PRIORITY_HIGH, watch:fd(),
+ *     GLib.IOCondition.IN, on_exit)
+ */
+static int l_childwatch_fd(lua_State *L)
+{
+	struct childwatch *w = check_open_childwatch(L, 1);
+
+	clua_checknargs(L, 1);
+	lua_pushinteger(L, w->fd);
+	return 1;
+}
+
+/***
+ * The pid the watch was made for.
+ * @function childwatch:pid
+ * @treturn integer
+ */
+static int l_childwatch_pid(lua_State *L)
+{
+	struct childwatch *w = check_childwatch(L, 1);
+
+	clua_checknargs(L, 1);
+	lua_pushinteger(L, w->pid);
+	return 1;
+}
+
+/***
+ * Reap the watched child if it has exited, without blocking
+ * (`waitid(P_PIDFD)`, Linux >= 5.4).  Results as `reap`.
+ * @function childwatch:reap
+ * @treturn[1] integer pid
+ * @treturn[1] string `"exited"`
+ * @treturn[1] integer exit code
+ * @treturn[2] integer pid
+ * @treturn[2] string `"killed"`
+ * @treturn[2] integer signal number
+ * @treturn[2] boolean whether a core was dumped
+ * @return[3] nil while the child still runs
+ * @return[4] nil, message, errno (`ECHILD` when it is not a child of this
+ *   process, or was reaped already)
+ * @usage
+ * local pid, how, code = watch:reap()
+ * @see waitid(2)
+ */
+static int l_childwatch_reap(lua_State *L)
+{
+	struct childwatch *w = check_open_childwatch(L, 1);
+	siginfo_t info;
+	int err;
+
+	clua_checknargs(L, 1);
+	err = wait_child(P_PIDFD, (pid_t)w->fd, &info, WEXITED | WNOHANG);
+	if (err != 0)
+		return clua_pusherror(L, "waitid", err);
+	if (info.si_pid == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	return push_status(L, &info);
+}
+
+/* The pidfd turned readable: the process has exited. */
+static int push_exited(lua_State *L, void *ud)
+{
+	(void)ud;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/***
+ * Blocks until the process exits or `timeout` seconds pass; it reaps
+ * nothing (`childwatch:reap` does).  Inside a main loop, only for a
+ * bound of milliseconds.
+ * @function childwatch:wait
+ * @tparam[opt] number timeout seconds (>= 0); none or `math.huge` waits
+ * for ever
+ * @treturn[1] true once the process has exited (at once if it had)
+ * @treturn[2] nil when the timeout passed first
+ * @return[3] nil, message, errno (`EINTR` when a signal came first)
+ * @usage
+ * if watch:wait(0.003) then print(watch:reap()) end
+ */
+static int l_childwatch_wait(lua_State *L)
+{
+	struct childwatch *w = check_open_childwatch(L, 1);
+	double timeout = clua_optnumber(L, 2, 0, 0, HUGE_VAL, HUGE_VAL);
+
+	clua_checknargs(L, 2);
+	return clua_wait_event(L, w->fd, timeout, push_exited, NULL);
+}
+
+/***
+ * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
+ * @function childwatch:close
+ * @treturn true
+ */
+static int l_childwatch_close(lua_State *L)
+{
+	clua_checknargs(L, 1);
+	clua_closefd(&check_childwatch(L, 1)->fd);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* __gc and __close: no argument count check (__close gets the error too). */
+static int m_childwatch_close(lua_State *L)
+{
+	clua_closefd(&check_childwatch(L, 1)->fd);
+	return 0;
+}
+
+static int m_childwatch_tostring(lua_State *L)
+{
+	return clua_pushfdobject(L, CHILDWATCH_TNAME,
+				 check_childwatch(L, 1)->fd);
+}
+
+static const luaL_Reg childwatch_methods[] = {
+	{"fd", l_childwatch_fd},
+	{"pid", l_childwatch_pid},
+	{"reap", l_childwatch_reap},
+	{"wait", l_childwatch_wait},
+	{"close", l_childwatch_close},
+	{NULL, NULL}
+};
+
+static const luaL_Reg childwatch_meta[] = {
+	{"__gc", m_childwatch_close},
+	{"__close", m_childwatch_close},
+	{"__tostring", m_childwatch_tostring},
+	{NULL, NULL}
+};
+
 static const luaL_Reg process_funcs[] = {
 	{"setsubreap", l_setsubreap},
 	{"getsubreap", l_getsubreap},
@@ -495,10 +828,12 @@ static const luaL_Reg process_funcs[] = {
 	{"children", l_children},
 	{"sigchld", l_sigchld},
 	{"ignore_SIGCHLD", l_ignore_SIGCHLD},
+	{"childwatch", l_childwatch},
 	{NULL, NULL}
 };
 
 void clua_open_process(lua_State *L)
 {
+	clua_newclass(L, CHILDWATCH_TNAME, childwatch_methods, childwatch_meta);
 	clua_register(L, process_funcs);
 }

@@ -11,6 +11,7 @@ local contract = {
     "ignore_SIGCHLD", "clockwatch", "notify", "notify_ready",
     "notify_reloading", "notify_stopping", "notify_status",
     "notify_watchdog", "watchdog_usec", "stallguard", "timezonewatch", "tzset",
+    "childwatch",
   },
   ["clua.awesome"] = { "setup", "status" },
 }

@@ -4,7 +4,7 @@ local clua = require("clua")
 local checks = require("support.checks")
 local testkit = require("testkit")
 
-local ECHILD, EBUSY = 10, 16 -- Linux errno values
+local ESRCH, ECHILD, EBUSY = 3, 10, 16 -- Linux errno values
 local SIGQUIT, SIGKILL, SIGTERM = 3, 9, 15
 
 -- Timing is relaxed (never skipped) under valgrind, which runs slower.
@@ -157,6 +157,175 @@ describe("clua.reap", function()
     local ok, _, errno = clua.reap(pid)
     assert.is_nil(ok)
     assert.equal(ECHILD, errno)
+  end)
+end)
+
+describe("clua.childwatch", function()
+  local ENOSYS = 38
+  -- pidfd_open(2) is Linux >= 5.3, and valgrind 3.19 (Debian 12) does not
+  -- know it: childwatch then says ENOSYS, which the glue copes with.
+  local probe, probe_msg, probe_errno = clua.childwatch(testkit.getpid())
+  if probe then probe:close() end
+  local function no_pidfd()
+    if probe_errno == ENOSYS then
+      pending("needs pidfd_open(2): " .. tostring(probe_msg)
+        .. " (Linux < 5.3, or valgrind < 3.20)")
+      return true
+    end
+    return false
+  end
+
+  -- `it` for a test that needs pidfds.
+  local function it_pidfd(name, body)
+    it(name, function()
+      if no_pidfd() then return end
+      body()
+    end)
+  end
+
+  local function fdinfo_flags(fd)
+    local info = shell.read_file("/proc/self/fdinfo/" .. fd) or ""
+    return tonumber(info:match("flags:%s*(%d+)"), 8)
+  end
+
+  it_pidfd("turns readable when the child exits, and reaps exactly it", function()
+    local pid = testkit.spawn("exit", 7, 0.3)
+    local w = assert(clua.childwatch(pid))
+    assert.equal(pid, w:pid())
+    assert.is_false(testkit.poll_readable(w:fd(), 0))
+    assert.same({ n = 1 }, pack(w:reap()))
+    assert.is_true(testkit.poll_readable(w:fd(), 5000 * slow))
+    assert.same({ n = 3, pid, "exited", 7 }, pack(w:reap()))
+    local ok, msg, errno = w:reap()
+    assert.is_nil(ok)
+    assert.matches("waitid", msg)
+    assert.equal(ECHILD, errno)
+    w:close()
+  end)
+
+  it_pidfd("reports a signal as pid, 'killed', signo, false", function()
+    local pid = testkit.spawn("exit", 0, 30)
+    local w = assert(clua.childwatch(pid))
+    testkit.kill(pid, SIGTERM)
+    assert.is_true(testkit.poll_readable(w:fd(), 5000 * slow))
+    assert.same({ n = 4, pid, "killed", SIGTERM, false }, pack(w:reap()))
+    w:close()
+  end)
+
+  it_pidfd("wait(timeout) returns nil while it runs, true once it has exited, reaping nothing",
+  function()
+    local pid = testkit.spawn("exit", 4, 0.3)
+    local w = assert(clua.childwatch(pid))
+    local t0 = testkit.now("monotonic")
+    assert.same({ n = 1 }, pack(w:wait(0.05)))
+    assert.is_true(testkit.now("monotonic") - t0 >= 0.049)
+    assert.is_true(w:wait(5 * slow))
+    assert.equal("Z", (stat(pid)))
+    assert.is_true(w:wait(0))
+    assert.is_true(w:wait())
+    assert.same({ n = 3, pid, "exited", 4 }, pack(w:reap()))
+    w:close()
+  end)
+
+  it_pidfd("wait refuses a bad timeout", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    for _, bad in ipairs({ -1, 0 / 0, "1", true, {} }) do
+      local ok, err = pcall(w.wait, w, bad)
+      assert.is_false(ok, tostring(bad))
+      assert.matches("bad argument #2", err, 1, true)
+    end
+    w:close()
+  end)
+
+  it_pidfd("watches a zombie: readable at once", function()
+    local pid = testkit.spawn("exit", 3)
+    until_zombie(pid)
+    local w = assert(clua.childwatch(pid))
+    assert.is_true(testkit.poll_readable(w:fd(), 0))
+    assert.same({ n = 3, pid, "exited", 3 }, pack(w:reap()))
+    w:close()
+  end)
+
+  it_pidfd("never reaps another child once its own was reaped elsewhere", function()
+    local pid = testkit.spawn("exit", 0)
+    local w = assert(clua.childwatch(pid))
+    reap_when_done(pid)
+    local other = testkit.spawn("exit", 5)
+    until_zombie(other)
+    local ok, _, errno = w:reap()
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+    assert.equal("Z", (stat(other)))
+    assert.same({ n = 3, other, "exited", 5 }, reap_when_done(other))
+    w:close()
+  end)
+
+  it_pidfd("watches any process, but reaps only a child of this one", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    assert.is_false(testkit.poll_readable(w:fd(), 0))
+    local ok, _, errno = w:reap()
+    assert.is_nil(ok)
+    assert.equal(ECHILD, errno)
+    w:close()
+  end)
+
+  it_pidfd("returns nil, message, ESRCH for a process that is gone", function()
+    local pid = testkit.spawn("exit", 0)
+    reap_when_done(pid)
+    local ok, msg, errno = clua.childwatch(pid)
+    assert.is_nil(ok)
+    assert.matches("pidfd_open", msg)
+    assert.equal(ESRCH, errno)
+  end)
+
+  it_pidfd("is close-on-exec, and __tostring and the metatable name it", function()
+    local w = assert(clua.childwatch(testkit.getpid()))
+    local fd = w:fd()
+    assert.is_true(math.floor(fdinfo_flags(fd) / 2 ^ 19) % 2 == 1, "O_CLOEXEC")
+    assert.equal("clua.childwatch (fd " .. fd .. ")", tostring(w))
+    assert.equal("clua.childwatch", getmetatable(w))
+    w:close()
+    assert.equal(testkit.getpid(), w:pid())
+  end)
+
+  local function open() return clua.childwatch(testkit.getpid()) end
+
+  it_pidfd("closes idempotently, and __tostring says so",
+    checks.closes_idempotently(open, "clua.childwatch"))
+  it_pidfd("raises on fd, reap and wait of a closed watch",
+    checks.raises_when_closed(open, "clua.childwatch", { { "fd" }, { "reap" }, { "wait", 0 } }))
+  if _VERSION >= "Lua 5.4" then
+    it_pidfd("closes through __close when a Lua 5.4 <close> variable goes out of scope", function()
+      local chunk = assert(load([[
+        local clua, pid = ...
+        local kept
+        do
+          local w <close> = assert(clua.childwatch(pid))
+          kept = w
+        end
+        return kept
+      ]]))
+      assert.equal("clua.childwatch (closed)", tostring(chunk(clua, testkit.getpid())))
+    end)
+  end
+  it_pidfd("leaves no fd behind after 1,000 watches closed and 1,000 collected",
+    checks.leaves_no_fd(open, 100))
+
+  it_pidfd("raises for methods called on something other than a watch",
+    checks.methods_check_self(open, "clua.childwatch",
+      { "fd", "pid", "reap", "wait", "close" }))
+
+  it_pidfd("raises for methods with surplus arguments", function()
+    local w = assert(open())
+    for _, name in ipairs({ "fd", "pid", "reap", "close" }) do
+      local ok, err = pcall(w[name], w, 1)
+      assert.is_false(ok, name)
+      assert.matches("bad argument #2", err, 1, true)
+    end
+    local ok, err = pcall(w.wait, w, 1, 2)
+    assert.is_false(ok)
+    assert.matches("bad argument #3", err, 1, true)
+    w:close()
   end)
 end)
 
@@ -324,6 +493,8 @@ describe("clua process functions", function()
     children = {},
     sigchld = {},
     ignore_SIGCHLD = { ["nil"] = true, ["true"] = true, ["false"] = true },
+    -- (a pid: a positive integer that fits pid_t; `true` is not one)
+    childwatch = {},
   }
   local compile = loadstring or load
 
@@ -348,7 +519,7 @@ describe("clua process functions", function()
 
   local surplus = {
     setsubreap = { false, 1 }, reap = { 1, 1 }, sweep = { 1, 1 },
-    ignore_SIGCHLD = { false, 1 },
+    ignore_SIGCHLD = { false, 1 }, childwatch = { 1, 1 },
   }
   for name, args in pairs(surplus) do
     it(name .. " refuses a surplus argument", function()

@@ -5,7 +5,8 @@
 --    cluawm.setup { subreaper = true, clock = true, watchdog = true, stall = 10 }
 --
 -- * **subreaper**: orphans of the programs Awesome starts re-parent to
---   Awesome (which reaps them) instead of init.
+--   Awesome instead of init, and are reaped there; neither they nor the
+--   programs awful.spawn starts leave an "Unknown child" line in its log.
 -- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
 --   seen the moment it happens: the `clua::clock_changed` signal is emitted
 --   and every `wibox.widget.textclock` shows the right time at once.
@@ -40,8 +41,11 @@
 -- `status()` says, feature by feature, what runs, or why not.
 --
 -- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
--- never reaps there and never touches SIGCHLD (a `waitpid(-1)` from Lua would
--- steal the exit status `awful.spawn.easy_async` waits for).
+-- never touches SIGCHLD and never reaps a child someone waits for (a
+-- `waitpid(-1)` from Lua would steal the exit status `awful.spawn.easy_async`
+-- waits for).  It gives every program awesome.spawn starts an exit callback,
+-- so that Awesome knows it, and reaps, each by its pidfd, only the orphans
+-- Awesome adopted and cannot know.
 --
 -- @author clua
 -- @module clua.awesome
@@ -61,6 +65,9 @@ local math = math
 local os = os
 local pcall = pcall
 local next = next
+local unpack = table.unpack or unpack -- luacheck: compat (Lua 5.1 and LuaJIT: unpack)
+
+local EINTR = 4     -- Linux errno
 
 local clua = require("clua")
 local lgi = require("lgi")
@@ -279,30 +286,32 @@ end
 -- Shared by the clock and the timezone ----------------------------------
 
 -- Finds how this GLib/lgi watches an fd for readability.  Returns a name
--- for status() and a function(fd, callback) -> source id.  Looked up at
--- setup time (not at load time) so a test can hide a spelling.  These
--- probes stay: GLib's API is what varies between systems.
+-- for status() and a function(fd, callback[, priority]) -> source id
+-- (priority: GLib.PRIORITY_DEFAULT unless given).  Looked up at setup time
+-- (not at load time) so a test can hide a spelling.  These probes stay:
+-- GLib's API is what varies between systems.
 local function find_fd_watch()
     local GLib = lgi.GLib
     local IN = GLib.IOCondition.IN
+    local DEFAULT = GLib.PRIORITY_DEFAULT
     -- GLib 2.74 with lgi 0.9.2 (Debian 12): only the *_full form exists.
     if GLib.unix_fd_add_full then
-        return "GLib.unix_fd_add_full", function(fd, cb)
-            return GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, fd, IN, cb)
+        return "GLib.unix_fd_add_full", function(fd, cb, priority)
+            return GLib.unix_fd_add_full(priority or DEFAULT, fd, IN, cb)
         end
     end
     -- GLib >= 2.80 moved it to GLibUnix, and 2.88 dropped the old alias.
     local ok, GLibUnix = pcall(lgi.require, "GLibUnix")
     if ok and GLibUnix and GLibUnix.fd_add_full then
-        return "GLibUnix.fd_add_full", function(fd, cb)
-            return GLibUnix.fd_add_full(GLib.PRIORITY_DEFAULT, fd, IN, cb)
+        return "GLibUnix.fd_add_full", function(fd, cb, priority)
+            return GLibUnix.fd_add_full(priority or DEFAULT, fd, IN, cb)
         end
     end
     -- Works everywhere.  The channel does not own the fd (close-on-unref is
     -- off by default): the watch closes it.
-    return "GLib.io_add_watch", function(fd, cb)
+    return "GLib.io_add_watch", function(fd, cb, priority)
         local channel = GLib.IOChannel.unix_new(fd)
-        return GLib.io_add_watch(channel, GLib.PRIORITY_DEFAULT, IN, cb)
+        return GLib.io_add_watch(channel, priority or DEFAULT, IN, cb)
     end
 end
 
@@ -370,17 +379,273 @@ local subreaper = {
     error = nil,        -- why it is not, when setsubreap failed
     sweep_timer = nil,  -- collects zombies, only when SIGCHLD has no handler
     swept = 0,
+    known_children = false, -- awesome.spawn gives every program an exit callback
 }
+
+-- Programs Awesome knows.  Awesome 4.3 keeps a program it starts as a
+-- child of its own only when the caller asks for its exit (awesome.spawn's
+-- 6th argument, an exit callback): otherwise GLib forks twice and the
+-- program is orphaned at once.  The subreaper makes Awesome adopt it, and
+-- when it exits Awesome's SIGCHLD handler, finding a pid it never
+-- registered, logs "Unknown child N exited with status S": one line for
+-- every application started with plain awful.spawn.  So awesome.spawn (which
+-- every awful.spawn function calls) gets an exit callback that does nothing
+-- when its caller gave none: the program is then Awesome's registered
+-- child from the start, reaped in silence, with the same pid, startup
+-- notification and environment, and what it forks stays under Awesome.
+-- A callback the caller gave is kept and called as before.  Each exit is
+-- also the moment the program's own orphans pass to Awesome: see orphans.
+local known = {
+    -- Awesome's defaults for arguments 2 to 5: use_sn, stdin, stdout, stderr.
+    DEFAULTS = { true, false, false, false },
+    pids = {},          -- pid -> true: running, with an exit callback Awesome holds
+}
+
+-- Orphans of the programs Awesome started (a terminal's shell when the
+-- terminal closes, what `with_shell("cmd &")` leaves running) are adopted
+-- by Awesome too, and no callback can be registered for them: Awesome's
+-- handler would log each as unknown.  clua reaps them itself, and nothing
+-- else: at each exit of a known program (when its orphans have just passed
+-- to Awesome) it lists Awesome's children, reaps the orphans that have
+-- exited already, and watches each other one's pidfd at a priority above
+-- Awesome's SIGCHLD handler, so that it reaps the orphan the moment it
+-- exits, before that handler runs.  A child someone waits for is never
+-- taken: not a known program (Awesome has its callback), not one that was
+-- there before setup (rc.lua may have started it with a callback).  An
+-- io.popen() child still running at such a moment is watched like an
+-- orphan: if it exits while the main loop runs, before its close(), clua
+-- reaps it where Awesome's handler would have (close() then has no status
+-- in either case).
+local orphans = {
+    HANDOFF = "CLUA_AWESOME_CHILDREN",  -- the children an image left to the next
+    -- At most this many pidfds at once: Awesome's own fds come first (its
+    -- soft limit is 1024 on Debian, under systemd or not).  Orphans beyond
+    -- are left to Awesome, which reaps them and logs each.
+    MAX_WATCHED = 400,
+    -- A pidfd turns readable only once its process has exited; one that
+    -- wakes this often with nothing to reap is left to Awesome rather
+    -- than spin the main loop.
+    MAX_EMPTY_WAKES = 50,
+    -- Seconds to wait, at a program's exit, for the orphans it has just
+    -- handed over (see orphans.settle).
+    SETTLE = 0.003,
+    before = {},        -- pid -> true: children at setup, left to Awesome
+    watched = {},       -- pid -> { watch = clua.childwatch, source = GLib source id,
+                        --          empty = wakes with nothing to reap }
+    count = 0,          -- entries in watched
+    reaped = 0,
+    error = nil,        -- why an orphan could not be watched, the last time
+    add = nil,          -- function(fd, callback, priority) -> GLib source id
+}
+
+-- Forgets the watched orphan `pid`: closes its pidfd and, unless its own
+-- callback is running (which then returns false), removes its source.
+function orphans.forget(pid, in_callback)
+    local entry = orphans.watched[pid]
+    if not entry then return end
+    orphans.watched[pid] = nil
+    orphans.count = orphans.count - 1
+    if entry.source and not in_callback then lgi.GLib.source_remove(entry.source) end
+    entry.watch:close()
+end
+
+-- Reaps the watched orphan `pid` if it has exited.  Returns true once it
+-- is gone: reaped here, or by someone else (an io.popen() closed).
+function orphans.collect(pid, in_callback)
+    local got, msg = orphans.watched[pid].watch:reap()
+    if got == nil and msg == nil then return false end
+    if got then orphans.reaped = orphans.reaped + 1 end
+    orphans.forget(pid, in_callback)
+    return true
+end
+
+-- Reaps every watched orphan that has exited.
+function orphans.collect_all()
+    for pid in pairs(orphans.watched) do orphans.collect(pid) end
+end
+
+-- Reaps the orphan `pid` now if it has exited, else watches it.  Returns
+-- true when it is watched from now on (it was not, and still runs).
+function orphans.watch(pid)
+    local entry = orphans.watched[pid]
+    local fresh = entry == nil
+    if not entry then
+        if orphans.count >= orphans.MAX_WATCHED then return end
+        local watch, msg = clua.childwatch(pid)
+        if not watch then
+            if orphans.error == nil then report("childwatch: " .. tostring(msg)) end
+            orphans.error = msg
+            return
+        end
+        entry = { watch = watch, empty = 0 }
+        orphans.watched[pid] = entry
+        orphans.count = orphans.count + 1
+    end
+    if orphans.collect(pid) or entry.source then return false end
+    entry.source = orphans.add(entry.watch:fd(), function()
+        if orphans.watched[pid] ~= entry then return false end
+        local done = protected_call(orphans.collect, pid, true)
+        if done == nil then
+            orphans.forget(pid, true)   -- the error is reported; no busy loop
+            return false
+        end
+        -- Awesome's handler runs next (SIGCHLD woke it too): take every
+        -- other orphan that has exited meanwhile, before it does.
+        if done then protected_call(orphans.collect_all) end
+        if not done then
+            entry.empty = entry.empty + 1
+            if entry.empty >= orphans.MAX_EMPTY_WAKES then
+                orphans.forget(pid, true)
+                return false
+            end
+        end
+        return not done
+    end, lgi.GLib.PRIORITY_HIGH)
+    return fresh
+end
+
+-- Watches (or reaps) every child of Awesome nobody waits for.  Returns
+-- the pids it watches from now on.
+function orphans.scan()
+    local kids = clua.children()
+    if not kids then return {} end
+    local here, fresh = {}, {}
+    for _, pid in ipairs(kids) do
+        here[pid] = true
+        if not known.pids[pid] and not orphans.before[pid] and orphans.watch(pid) then
+            fresh[#fresh + 1] = pid
+        end
+    end
+    -- A child from before setup that is gone: its pid may name an orphan next.
+    for pid in pairs(orphans.before) do
+        if not here[pid] then orphans.before[pid] = nil end
+    end
+    return fresh
+end
+
+-- A program's own children often end with it, a moment after it: a
+-- terminal's shell gets SIGHUP as the terminal closes.  The program's exit
+-- callback runs inside Awesome's SIGCHLD handler, which goes on reaping
+-- once it returns, and would take such an orphan exiting just then.  So
+-- the orphans that exit has handed over get a bound of SETTLE seconds to
+-- end, and are reaped here if they do; the others are watched as usual.
+-- (A process that goes on, as a `cmd &` does, costs that bound once.)
+function orphans.settle(pids)
+    local GLib = lgi.GLib
+    local deadline = GLib.get_monotonic_time() + orphans.SETTLE * 1e6
+    for _, pid in ipairs(pids) do
+        while orphans.watched[pid] do
+            local left = (deadline - GLib.get_monotonic_time()) / 1e6
+            if left <= 0 then return end
+            local exited, _, errno = orphans.watched[pid].watch:wait(left)
+            if exited then
+                orphans.collect(pid)
+            elseif errno ~= EINTR then
+                break
+            end
+        end
+    end
+end
+
+-- awesome.restart() exec's Awesome in place: the new image has the same
+-- children and knows none of them (Awesome's list, like every exit
+-- callback, is gone), so its handler would log each as unknown.  The old
+-- image leaves their pids in the environment the exec passes on, and the
+-- new setup() takes them as orphans; every other child there is left to
+-- Awesome.
+function orphans.start()
+    orphans.add = select(2, find_fd_watch())
+    local handed = {}
+    for pid in (os.getenv(orphans.HANDOFF) or ""):gmatch("%d+") do
+        handed[tonumber(pid)] = true
+    end
+    lgi.GLib.unsetenv(orphans.HANDOFF)
+    for _, pid in ipairs(clua.children() or {}) do
+        if handed[pid] then orphans.watch(pid) else orphans.before[pid] = true end
+    end
+end
+
+function orphans.stop(restart)
+    if not restart then return end
+    local kids = clua.children()
+    if kids and #kids > 0 then
+        lgi.GLib.setenv(orphans.HANDOFF, table.concat(kids, " "), true)
+    end
+end
+
+function orphans.status()
+    return "orphans: " .. orphans.reaped .. " reaped by clua, " .. orphans.count .. " watched" ..
+        (orphans.error and (", last error: " .. tostring(orphans.error)) or "")
+end
+
+-- A known program has exited: Awesome has already reaped it.
+function known.exited(child)
+    if child.pid then known.pids[child.pid] = nil end
+    orphans.settle(orphans.scan())
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- awesome.spawn(cmd, use_sn, stdin, stdout, stderr, exit_callback, env)
+-- through `spawn`, with an exit callback always.  Any call this does not
+-- understand goes through exactly as it was, so Awesome answers a bad
+-- argument as it always has: a command that is not a string or a table,
+-- an argument 2 to 5 given but not a boolean, a 6th that is not a
+-- function.  Arguments 2 to 5 are filled in only when absent (beyond the
+-- last one given); an explicit nil there is for Awesome to reject.
+-- `spawn` is never tail-called: an error Awesome raises then names it
+-- 'spawn', as when awful.spawn calls it.
+function known.wrap(spawn)
+    return function(...)
+        local n = select("#", ...)
+        local args = { ... }
+        local cmd, callback = args[1], args[6]
+        if (type(cmd) ~= "string" and type(cmd) ~= "table")
+                or (callback ~= nil and type(callback) ~= "function") then
+            local r = pack(spawn(...))
+            return unpack(r, 1, r.n)
+        end
+        for i = 2, 5 do
+            if i > n then
+                args[i] = known.DEFAULTS[i - 1]
+            elseif type(args[i]) ~= "boolean" then
+                local r = pack(spawn(...))
+                return unpack(r, 1, r.n)
+            end
+        end
+        local child = {}
+        args[6] = function(...)
+            protected_call(known.exited, child)
+            if callback then return callback(...) end
+        end
+        local r = pack(spawn(unpack(args, 1, math.max(n, 6))))
+        if type(r[1]) == "number" then
+            child.pid = r[1]
+            known.pids[r[1]] = true
+        end
+        return unpack(r, 1, r.n)
+    end
+end
+
+-- Only where Awesome reaps its children itself (>= 4.3, which also has the
+-- exit callback); scopes' wrapper, installed later, wraps this one.
+function known.start()
+    if clua.sigchld() ~= "handler" then return end
+    orphans.start()
+    capi.awesome.spawn = known.wrap(capi.awesome.spawn)
+    subreaper.known_children = true
+end
 
 function subreaper.start()
     local ok, msg = clua.setsubreap(true)
     if not ok then return failed(subreaper, "setsubreap", msg) end
     subreaper.on = true
+    known.start()
     -- Awesome >= 4.3 has its own SIGCHLD handler reaping every child with
-    -- waitpid(-1), adopted orphans included: reaping here would steal its
-    -- statuses.  Only without a handler (older Awesome) do the zombies pile
-    -- up, and then a coarse sweep, which leaves young zombies to whoever
-    -- waits for them, collects them.
+    -- waitpid(-1): a reap from here, but of the orphans nobody waits for
+    -- (above), would steal its statuses.  Only without a handler (older
+    -- Awesome) do the zombies pile up, and then a coarse sweep, which
+    -- leaves young zombies to whoever waits for them, collects them.
     if clua.sigchld() ~= "handler" then
         subreaper.sweep_timer = gtimer {
             timeout = 5,
@@ -391,6 +656,10 @@ function subreaper.start()
             end,
         }
     end
+end
+
+function subreaper.stop(restart)
+    if subreaper.known_children then orphans.stop(restart) end
 end
 
 function subreaper.summary()
@@ -408,7 +677,8 @@ function subreaper.status()
             (subreaper.sweep_timer
                 and (", sweeping (SIGCHLD has no handler), " .. subreaper.swept .. " swept")
                 or ", Awesome reaps (SIGCHLD handler)"),
-        "children: " .. (kids and tostring(#kids) or "unknown")
+        "children: " .. (kids and tostring(#kids) or "unknown"),
+        subreaper.known_children and orphans.status() or nil
 end
 
 -- Clock -----------------------------------------------------------------
@@ -1114,7 +1384,9 @@ end
 -- the heartbeat alone, and tells systemd to stop the unit's watchdog for
 -- this Awesome (`WATCHDOG_USEC=0`), which would otherwise kill it.
 -- @tparam[opt] table args
--- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper
+-- @tparam[opt=true] boolean args.subreaper become Awesome's child subreaper;
+--   every program `awful.spawn` starts gets an exit callback, and adopted
+--   orphans are reaped by their pidfds, so Awesome logs neither as unknown
 -- @tparam[opt=true] boolean args.clock watch wall-clock changes
 -- @tparam[opt=true] boolean args.timezone follow timezone changes
 --   (`/etc/localtime`)
