@@ -288,7 +288,7 @@ describe("the stall breaker in a real Awesome #integration", function()
       end
       function shapes.geometry()
         started()
-        while true do for _, c in ipairs(client.get()) do local g = c:geometry() end end -- loop:geometry
+        while true do for _, c in ipairs(client.get()) do c:geometry() end end -- loop:geometry
       end
       -- The loop runs in a comparator, below table.sort (C): no caller
       -- runs, so the breaker raises in the loop itself after waiting; the
@@ -386,7 +386,8 @@ describe("the stall breaker in a real Awesome #integration", function()
       local t1 = testkit.now("monotonic")
       assert.is_truthy(t0, "the loop never started, or Awesome never answered\n" .. wm:logtail())
       local took = t1 - t0 / 1e6
-      assert.is_true(took <= 2 * LIMIT + 1, "Awesome answered " .. took .. " s after the loop began")
+      assert.is_true(took <= 2 * LIMIT + 1,
+        "Awesome answered " .. took .. " s after the loop began")
       assert.equal(before + 1, stalls(wm))
       local all = split0(stall_reports())
       assert.equal(reports + 1, #all, "stall reports:\n" .. table.concat(all, "\n---\n"))
@@ -415,7 +416,8 @@ describe("the stall breaker in a real Awesome #integration", function()
     for _, shape in ipairs { "tags", "focus", "emit", "geometry" } do
       it(shape .. ": sent with awesome-client", function()
         if not skip_unless_ready() then return end
-        local chunk = "clua_spec.started = require('lgi').GLib.get_monotonic_time() " .. LOOPS[shape]
+        local chunk = "clua_spec.started = require('lgi').GLib.get_monotonic_time() "
+          .. LOOPS[shape]
         -- (Lua names a chunk by its first 40-odd characters)
         breaks(chunk, '[string "clua_spec.started = require(\'lgi\').GLib.get_m..."]:1')
       end)
@@ -445,7 +447,8 @@ describe("the stall breaker in a real Awesome #integration", function()
       end)
     end
 
-    it("a loop below a C function that passes errors on (a table.sort comparator), from C", function()
+    it("a loop below a C function that passes errors on (a table.sort comparator), from C",
+        function()
       if not skip_unless_ready() then return end
       breaks([[
         clua_spec.after_sort = false

@@ -137,7 +137,9 @@ function M.start(opts)
   -- before the exec; where that fails the manager runs where it is.  unshare and sh
   -- exec, so the pid printed is the manager's own.
   local enter = { ":" }
-  if not (opts and opts.own_cgroup == false) then self.cgroup = "clua-spec-" .. dir:match("([^./]+)$") end
+  if not (opts and opts.own_cgroup == false) then
+    self.cgroup = "clua-spec-" .. dir:match("([^./]+)$")
+  end
   for _, d in ipairs(self.cgroup and CGROUP_ROOTS or {}) do
     local path = d .. "/" .. self.cgroup
     enter[#enter + 1] = ("if [ -f %s/cgroup.procs ]; then mkdir -p %s && "
