@@ -240,7 +240,7 @@ uninstall:
 	rm -f $(DESTDIR)$(LUA_LIBDIR)/clua.so
 	rm -rf $(DESTDIR)$(LUA_SHAREDIR)/clua
 
-# Debian packages (debian/; README "Debian packages"): `make deb` builds
+# Debian packages (debian/; HACKING.md "Packaging"): `make deb` builds
 # lua-clua, watchoutput and awesome-session for this machine's release into
 # build/deb/; `make check-deb` builds and tests them in fresh roots of
 # Debian 12, 13 and testing (root, debootstrap; slow, not part of `make

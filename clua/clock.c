@@ -205,7 +205,11 @@ static int read_event(lua_State *L, struct clockwatch *w)
 
 /***
  * What changed since the previous event, draining the fd. Several changes
- * since the last read are reported once, with their deltas summed.
+ * since the last read are reported once, with their deltas summed. A
+ * resume shows `suspended > 0` (and a `jump` of about as much); a step of
+ * the clock shows `jump ~= 0` and `suspended` under a millisecond. It
+ * always drains the fd, so a level-triggered main loop never spins: call
+ * it on every wake-up.
  * @function clockwatch:read
  * @treturn[1] table `{jump=, suspended=}` in seconds: how much
  * REALTIME - MONOTONIC and BOOTTIME - MONOTONIC moved since the previous
@@ -258,6 +262,7 @@ static int l_wait(lua_State *L)
 
 /***
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
+ * Any other method on a closed watch raises an error.
  * @function clockwatch:close
  * @treturn true
  * @usage

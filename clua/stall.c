@@ -283,7 +283,8 @@ static int l_idle(lua_State *L)
 }
 
 /***
- * How many times this guard interrupted Lua (also after stop).
+ * How many stalls this guard interrupted (also after stop): one each,
+ * however many frames the error had to be raised in on its way out.
  * @function stallguard:stalls
  * @treturn integer
  * @usage

@@ -289,7 +289,7 @@ static int restartable(long nr)
 /* Whether the signal can go now without failing a call with EINTR: the
  * thread runs (proc(5) "running"), is blocked outside any call (-1), or
  * in a call SA_RESTART restarts. When /proc cannot tell, it goes (an
- * EINTR is then possible, as the README says). */
+ * EINTR is then possible, as HACKING.md says). */
 static int main_signalable(void)
 {
 	char buf[256];

@@ -522,6 +522,7 @@ static int l_wait(lua_State *L)
 
 /***
  * Closes the watch; idempotent. `__gc` and (Lua 5.4) `__close` do the same.
+ * Any other method on a closed watch raises an error.
  * @function timezonewatch:close
  * @treturn true
  * @usage

@@ -1,8 +1,8 @@
 /*
  * util.h - the argument checks and error shape every clua binding shares.
  *
- * Conventions, the same in every file (the README and the LDoc reference
- * promise them to users):
+ * Conventions, the same in every file (the LDoc reference promises them
+ * to users):
  *  - a wrong argument is a Lua error naming the function and the argument,
  *    raised through luaL_argerror, so Lua fills in "bad argument #N to 'f'";
  *    nothing is coerced, nothing crashes;

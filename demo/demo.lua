@@ -174,6 +174,11 @@ local function screenshot(wm)
   heading("Screenshot")
   os.execute("mkdir -p " .. harness.shq(out_dir))
   local file = out_dir .. "/screenshot.png"
+  -- Show the window that lived through the watchdog restart, not an empty tag.
+  wm:client([[for _, c in ipairs(client.get()) do
+      if c.class == "XEyes" then c.first_tag:view_only(); client.focus = c end end]])
+  harness.wait_until(5, function()
+    return wm:client([[return client.focus ~= nil and client.focus.class == "XEyes"]]) end)
   local ok = harness.run("DISPLAY=" .. harness.shq(wm.display) ..
     " import -window root " .. harness.shq(file))
   if ok then say("saved %s", file) else skip("screenshot", "ImageMagick's import failed") end

@@ -1,4 +1,4 @@
--- A minimal Awesome 4.3 configuration using clua (see README, "Awesome").
+-- A minimal Awesome 4.3 configuration using clua (see README, "In Awesome").
 -- Copy it to ~/.config/awesome/rc.lua, or merge the clua lines into yours.
 pcall(require, "luarocks.loader")
 

@@ -442,7 +442,7 @@ describe("watchoutput #integration", function()
     end
 
     -- Output that finds no room within 0.5 s after SIGTERM is dropped
-    -- (README): 2 s leaves room for a busy machine; one that waited for
+    -- (watchoutput(1)): 2 s leaves room for a busy machine; one that waited for
     -- its reader would wait the reader's 30 s.
     it("passes SIGTERM on while its reader has stopped reading, and exits within 2 s "
         .. "with the child's code", function()

@@ -1,51 +1,135 @@
 ---------------------------------------------------------------------------
 --- Keep Awesome healthy on a systemd desktop, with one line in rc.lua.
 --
---    local cluawm = require("clua.awesome")
---    cluawm.setup { subreaper = true, clock = true, watchdog = true, stall = 10 }
+--    require("clua.awesome").setup {}
 --
--- * **subreaper**: orphans of the programs Awesome starts re-parent to
---   Awesome instead of init, and are reaped there; neither they nor the
---   programs awful.spawn starts leave an "Unknown child" line in its log.
--- * **clock**: a wall-clock change (resume from suspend, NTP, `date -s`) is
---   seen the moment it happens: the `clua::clock_changed` signal is emitted
---   and every `wibox.widget.textclock` shows the right time at once.
--- * **timezone**: a change of `/etc/localtime` (`timedatectl set-timezone`,
---   travel) is seen the moment it happens: the C library reloads the zone
---   (so `os.date` follows), every textclock shows the new zone and the
---   `clua::timezone_changed` signal is emitted.
--- * **watchdog**: under a systemd user service with `WatchdogSec=`, a timer
---   feeds the watchdog, so a hung Awesome is killed and restarted.  `false`
---   turns the heartbeat off and tells systemd to stop watching this Awesome
---   (`WATCHDOG_USEC=0`), which it would otherwise kill.  `READY=1`,
---   `RELOADING=1`, `STOPPING=1` and `STATUS=` go out under a service
---   manager whatever the options say: the unit is `Type=notify`.
--- * **stall**: a runaway Lua loop is interrupted with a traceback after
---   `stall` seconds without the main loop turning. The guard follows
---   Awesome's GLib main loop: nothing wakes an idle Awesome.
+-- is the same as
+--
+--    require("clua.awesome").setup { subreaper = true, clock = true, timezone = true,
+--        watchdog = true, stall = 10, scopes = true, restore = true }
+--
+-- Call it near the top of rc.lua: before the widgets are built (only the
+-- textclocks built after it are refreshed) and before anything launches
+-- applications.  Every option is on by default; `false` turns it off.  A
+-- second call changes nothing (it returns `false`).
+--
+-- * **subreaper**: Awesome becomes a child subreaper, so programs that
+--   double-fork away (`awful.spawn.with_shell("cmd &")`, launchers,
+--   browsers' helpers) stay under Awesome instead of init, and are reaped
+--   there.  Every program `awful.spawn` starts, in any form, is a child
+--   Awesome knows: Awesome 4.3 keeps a program as its own child only when
+--   the caller asks for its exit status, so clua gives `awesome.spawn` an
+--   exit callback that does nothing when the caller gave none (the pid,
+--   startup notification and environment stay as they were; a call with
+--   bad arguments reaches Awesome unchanged).  The orphans Awesome adopts,
+--   which it cannot know, clua reaps itself, by their pidfds, the moment
+--   each exits: Awesome's log gets no `Unknown child` line for either.
+--   Stock Awesome's behaviour (init adopts orphans) comes back with
+--   `subreaper = false`.
+-- * **clock**: the wall clock is watched with a timerfd in Awesome's own
+--   main loop (no polling).  When it changes (resume from suspend, NTP,
+--   `date -s`), every `wibox.widget.textclock` built after `setup` shows the
+--   right time at once, and `clua::clock_changed` is emitted with
+--   `{jump = seconds, suspended = seconds}`.
+-- * **timezone**: `/etc/localtime` is watched with inotify (no polling).
+--   When the zone changes (`timedatectl set-timezone`, a laptop's automatic
+--   zone, a tool rewriting the file in place), within milliseconds the C
+--   library loads the new zone (`clua.tzset`), so `os.date` and every widget
+--   built on it follow; every textclock built after `setup` shows the new
+--   zone's time and abbreviation (a textclock with a `timezone` of its own
+--   keeps it); and `clua::timezone_changed` is emitted once per change with
+--   the names before and after, `{old = "Etc/UTC", new = "Asia/Tokyo"}` (the
+--   names of `clua.timezonewatch`).  With `TZ` set in Awesome's environment
+--   to a zone, that zone stays in force (`status()` says "overridden by
+--   TZ="); the signal still tells of the system's change.  Other GLib users
+--   in Awesome (`GLib.DateTime.new_now_local()`) follow a symlink change
+--   (timedatectl's way) but not a rewrite in place that leaves
+--   `/etc/timezone` as it was, until Awesome restarts.
+-- * **watchdog**: under a service manager it sends `READY=1` once Awesome
+--   has started, `RELOADING=1` on `awesome.restart()`, `STOPPING=1` on quit
+--   and a one-line `STATUS=`, whatever the options say (the unit is
+--   `Type=notify`: without `READY=1` it would stay "activating" and the
+--   session's other units would wait); when the unit has `WatchdogSec=`, a
+--   timer sends `WATCHDOG=1` every half interval, so a hung Awesome is
+--   killed and restarted.  `false` turns off the heartbeat alone and tells
+--   systemd to stop the unit's watchdog for this Awesome
+--   (`WATCHDOG_USEC=0`), which would otherwise kill it; `true` arms it again
+--   at the unit's interval.  Outside a service manager it starts no timer.
+--   No message ever makes Awesome wait: when the manager stops reading, the
+--   sends fail at once (`EAGAIN`), reported once, and the heartbeats go on.
+-- * **stall** (seconds, above 0 and at most 86400; `true` is 10): a runaway
+--   Lua loop is interrupted with an error and a traceback once one turn of
+--   the main loop has been busy that long; Awesome lives on with its
+--   windows and state.  Every shape of loop is broken, also one that runs
+--   through Lua Awesome calls from its C code
+--   (`while true do local t = screen[1].tags end`, a loop over
+--   `client.get()` that never ends, a loop
+--   in a signal handler or a widget's `draw`): the error is raised where it
+--   reaches the loop's own `pcall` or Awesome's main loop, not inside a
+--   property getter whose error Awesome would swallow, so Awesome answers
+--   again within about one limit (two at most).  One `debug::error`
+--   notification per stall, naming the loop's line, with one traceback;
+--   the stall counts once in `status()`.  The guard follows Awesome's GLib
+--   main loop (no timer): an idle Awesome is never woken by it, a stopped
+--   Awesome is never taken for a stall, and Awesome's own C code is never
+--   interrupted.  It cannot reach code inside a coroutine, and a stall in C
+--   (a blocking `io.popen():read()`) is interrupted once the call returns;
+--   the systemd watchdog stays the backstop.  Keep it below half of
+--   `WatchdogSec`.
 -- * **scopes**: under a systemd user manager, every application launched
---   with `awful.spawn` runs in a systemd scope of its own in `app.slice`, so
---   a watchdog kill or a crash of Awesome takes no application with it.
---   It starts at once, also from rc.lua before `READY=1` and during a
---   restart in place.
--- * **restore**: every window keeps its tags, screen and floating,
---   minimised and maximised state across any restart of Awesome.  The
---   place is a few 32-bit X properties of the window: at start-up a window
---   costs at most 17 reads of 4 bytes, whatever other clients put there,
---   and each screen's tags are read once.
+--   with `awful.spawn` (and `with_shell`, `once`, `single_instance`, the
+--   menus and prompts that use them) runs in a transient scope of its own in
+--   `app.slice`, `app-awesome-NAME-RANDOM.scope`, through `clua-scope`: a
+--   watchdog kill or a crash of Awesome ends Awesome's service alone, and
+--   resource control and systemd-oomd act per application.  The pid
+--   `awful.spawn` returns is the application's own; startup notification
+--   and exit callbacks work as before; a command Awesome cannot run gets
+--   Awesome's own error.  It starts at once, also from rc.lua before
+--   `READY=1` and during a restart in place; when the manager does not make
+--   the scope within 3 s it runs anyway, outside a scope (`clua-scope(1)`).
+--   Commands whose output Awesome reads (`awful.spawn.easy_async`,
+--   `with_line_callback`, `io.popen`) stay in Awesome's service.  The
+--   `spawn::initiated` and `spawn::change` signals give the program's name
+--   in `binary_name` (to handlers connected after `setup`); the sequence's
+--   id still names `clua-scope` (Awesome 4.3 builds it from the first word
+--   of what it runs), and a program without startup-notification support
+--   ends its sequence at Awesome's 20 s timeout.  Without a user manager
+--   (`$XDG_RUNTIME_DIR/systemd/private`) or without `clua-scope` on
+--   Awesome's `PATH`, nothing changes and `status()` says why.
+-- * **restore**: a restarted Awesome (the watchdog, a crash,
+--   `awesome.restart()`, `systemctl --user reload awesome`) puts every
+--   window that survived back on its screen and tags (by name, else by
+--   position; at most 16), maximised (also only horizontally or
+--   vertically), fullscreen, sticky, on top or minimised.  Awesome 4.3 by
+--   itself keeps only the first tag and floating, maximised and minimised.
+--   The place is a few 32-bit X properties of the window
+--   (`clua.awesome.place`, `clua.awesome.place.tag1` to `tag16`): at
+--   start-up a window costs at most 17 reads of 4 bytes, whatever other
+--   clients put there, and 500 windows on 9 tags are put back in about
+--   0.05 s.
+--
+-- Signals, on the `awesome` object:
+--
+--    awesome.connect_signal("clua::clock_changed", function(c)
+--        if c.suspended > 0 then naughty.notify { text = "resumed" } end
+--    end)
+--    awesome.connect_signal("clua::timezone_changed", function(z)
+--        naughty.notify { text = "timezone: " .. z.new }
+--    end)
 --
 -- Every option is checked: an unknown one, or a value clua does not accept,
--- is reported in one line (`gears.debug` and `debug::error`) and turns off
--- its own feature alone; setup() never raises, and rc.lua goes on.  A
--- feature that fails to start is reported the same way and stops no other.
--- `status()` says, feature by feature, what runs, or why not.
+-- is reported in one line (`gears.debug` on stderr and the `debug::error`
+-- signal, a notification in the default rc.lua) and turns off its own
+-- feature alone; setup() never raises, and rc.lua goes on.  A feature that
+-- fails to start is reported the same way and stops no other.  `status()`
+-- says, feature by feature, what runs, or why not: `off (setup option)`,
+-- `off (bad option ...)`, `failed: <why>`.
 --
 -- Awesome >= 4.3 reaps its children in its own SIGCHLD handler; this module
 -- never touches SIGCHLD and never reaps a child someone waits for (a
 -- `waitpid(-1)` from Lua would steal the exit status `awful.spawn.easy_async`
--- waits for).  It gives every program awesome.spawn starts an exit callback,
--- so that Awesome knows it, and reaps, each by its pidfd, only the orphans
--- Awesome adopted and cannot know.
+-- waits for).  It reaps, each by its pidfd, only the orphans Awesome
+-- adopted and cannot know.
 --
 -- @author clua
 -- @module clua.awesome
@@ -1441,6 +1525,17 @@ end
 -- order of setup's options, saying what each does, or why it does not:
 -- "off (setup option)", "off (bad option ...)", "failed: why", or what
 -- keeps it from working here ("scopes: off (no systemd user manager)").
+--
+-- It tells the subreaper state, the live children and the orphans clua
+-- reaped, the clock events (last jump and suspend), the timezone and the
+-- changes seen, the watchdog interval and heartbeats sent (and, under a
+-- service manager, whether `READY=1` went out), the stalls interrupted and
+-- the longest main-loop stall seen (the longest turn of the loop, from the
+-- moment it woke to the moment its Lua work was done, the end of Awesome's
+-- `refresh`, on the monotonic clock, time the process was stopped left out;
+-- under LuaJIT one more line says whether compiled loops are covered), the
+-- applications started in scopes, and the windows put back at this start
+-- and how long that took (README.md shows an example).
 -- @treturn string
 -- @usage
 -- -- from a terminal (a shell command):

@@ -2,7 +2,7 @@
 -- the system from plain Lua: shell commands and waits, each with a time
 -- limit; whole files; temporary folders.
 --
--- The rule (README, "Build and test"): nothing in the suite waits without
+-- The rule (HACKING.md, "Build and test"): nothing in the suite waits without
 -- a limit, and a limit that expires fails the test with a message naming
 -- what it waited for, never a hang:
 --
