@@ -67,6 +67,8 @@ local function others_run(wm)
   ]]))
 end
 
+local LIST = "a list of strings %(the program first, no shell%) expected"
+
 local BAD = {
   { "{ sleep = 3 }",
     "bad option sleep = 3 %(true, false or { locker = { PROGRAM, ARG%.%.%. } } expected%): "
@@ -78,13 +80,13 @@ local BAD = {
     '^sleep: off %(bad option sleep%.locker = "i3lock", a list of strings %(the program first, '
       .. 'no shell%) expected%)$' },
   { "{ sleep = { locker = { 1 } } }",
-    "bad option sleep%.locker%[1%] = 1 %(a list of strings %(the program first, no shell%) expected",
+    "bad option sleep%.locker%[1%] = 1 %(" .. LIST .. "%): sleep is off$",
     "^sleep: off %(bad option sleep%.locker%[1%] = 1, " },
   { "{ sleep = { locker = {} } }",
-    "bad option sleep%.locker = a table %(a list of strings %(the program first, no shell%) expected",
+    "bad option sleep%.locker = a table %(" .. LIST .. "%): sleep is off$",
     "^sleep: off %(bad option sleep%.locker = a table, " },
   { '{ sleep = { locker = { "i3lock", x = "y" } } }',
-    'bad option sleep%.locker = a table %(key "x"%) %(a list of strings %(the program first, no shell%) expected',
+    'bad option sleep%.locker = a table %(key "x"%) %(' .. LIST .. "%): sleep is off$",
     '^sleep: off %(bad option sleep%.locker = a table %(key "x"%), ' },
   { '{ sleep = { lockr = { "i3lock" } } }',
     'bad option sleep%.lockr %(unknown key%) %(true, false or { locker = ',

@@ -1339,6 +1339,8 @@ local sleep = {
     locks = 0,
     unlocks = 0,
     locker_pid = nil,   -- while the locker we started runs
+    locker_waiters = nil, -- while ensure_locker checks the keyboard: who waits
+    lockers = 0,        -- lockers started
     locker_exit = nil,  -- how it ended, the last time
     locker_failures = 0,
     locker_error = nil, -- the last failure
@@ -1477,32 +1479,65 @@ end
 
 -- The locker ------------------------------------------------------------
 
--- Starts the locker unless ours still runs.  Awesome's own keyboard and
--- pointer grabs (an awful.prompt, a menu, a mouse drag) are let go first:
--- the locker could not take the keyboard, and clua-grabwait would take
--- Awesome's grab for the locker's.  Returns false and why it failed.
-function sleep.start_locker()
-    if sleep.locker_pid then return true end
+-- Lets go of Awesome's own keyboard and pointer grabs (an awful.prompt, a
+-- menu, a mouse drag): the locker could not take the keyboard, and
+-- clua-grabwait would take Awesome's grab for the locker's.
+local function drop_awesome_grabs()
     for _, grabber in ipairs { capi.keygrabber, capi.mousegrabber } do
         if grabber and grabber.isrunning and grabber.isrunning() then
             protected_call(grabber.stop)
         end
     end
+end
+
+-- The locker we started has ended: `reason`, `code` as awesome.spawn says.
+local function locker_ended(reason, code)
+    sleep.locker_pid = nil
+    sleep.locker_exit = ended(reason, code)
+    local cycle = sleep.cycle
+    if cycle and cycle.stage == "locker" and not (reason == "exit" and code == 0) then
+        -- It failed before it was ready (exit 0 is a locker that forked,
+        -- i3lock without -n: clua-grabwait goes on waiting for its child).
+        sleep.locker_failed(cycle, "it ended (" .. sleep.locker_exit .. ")")
+    end
+end
+
+-- Starts the locker.  Returns false and why when Awesome could not.
+local function spawn_locker()
     local pid = capi.awesome.spawn(sleep.locker, false, false, false, false,
-        function(reason, code)
-            sleep.locker_pid = nil
-            sleep.locker_exit = ended(reason, code)
-            local cycle = sleep.cycle
-            if cycle and cycle.stage == "locker" and not (reason == "exit" and code == 0) then
-                -- It failed before it was ready (exit 0 is a locker that
-                -- forked: clua-grabwait goes on waiting for its child).
-                protected_call(sleep.locker_failed, cycle, "it ended (" .. sleep.locker_exit .. ")")
-            end
-        end)
+        function(reason, code) protected_call(locker_ended, reason, code) end)
     if type(pid) ~= "number" then return false, one_line(pid) end
     sleep.locker_pid = pid
     sleep.locker_exit = nil
+    sleep.lockers = sleep.lockers + 1
     return true
+end
+
+-- Makes sure the locker runs, then calls done(ok, why): ok when it was
+-- started, or the screen is locked already: the locker we started still
+-- runs, or another client holds the keyboard (a locker that forked, as
+-- i3lock without -n does, or one from before a restart of Awesome): a
+-- second one would fail to grab.  Calls that come while one such check
+-- runs wait for it: however many Lock signals, one locker.
+function sleep.ensure_locker(done)
+    if sleep.locker_pid then return done(true) end
+    drop_awesome_grabs()
+    local grabwait = sleep.tools["clua-grabwait"]
+    if not grabwait then return done(spawn_locker()) end
+    if sleep.locker_waiters then
+        table.insert(sleep.locker_waiters, done)
+        return
+    end
+    sleep.locker_waiters = { done }
+    require("awful.spawn").easy_async({ grabwait, "0" }, function(_, _, reason, code)
+        local ok, why = true, nil
+        if not (reason == "exit" and code == 0) and not sleep.locker_pid then
+            ok, why = spawn_locker()
+        end
+        local waiters = sleep.locker_waiters
+        sleep.locker_waiters = nil
+        for _, waiter in ipairs(waiters) do protected_call(waiter, ok, why) end
+    end)
 end
 
 -- A locker failure: reported once for this suspend, counted, and the
@@ -1608,10 +1643,14 @@ function sleep.before()
         return false
     end)
     if not sleep.locker then return sleep.start_target(cycle) end
-    local ok, why = sleep.start_locker()
-    if not ok then return sleep.locker_failed(cycle, "it could not start: " .. why) end
-    -- The locker's share leaves sleep.target a second (a quarter at most).
-    sleep.await_locker(cycle, budget - math.min(1, budget / 4))
+    sleep.ensure_locker(function(ok, why)
+        if sleep.cycle ~= cycle or cycle.stage ~= "locker" then return end
+        if not ok then return sleep.locker_failed(cycle, "it could not start: " .. why) end
+        -- The locker's share leaves sleep.target a second (a quarter at
+        -- most) of the budget.
+        local now = lgi.GLib.get_monotonic_time() / 1e6
+        sleep.await_locker(cycle, math.max(0, cycle.t0 + budget - math.min(1, budget / 4) - now))
+    end)
 end
 
 -- Makes every wibox draw itself whole again (Awesome issue 2470: after a
@@ -1658,10 +1697,11 @@ local function on_session(data)
     if data.member == "Lock" then
         sleep.locks = sleep.locks + 1
         if sleep.locker then
-            local ok, why = sleep.start_locker()
-            if not ok then
-                report("sleep: locker " .. locker_line() .. " could not start: " .. why)
-            end
+            sleep.ensure_locker(function(ok, why)
+                if not ok then
+                    report("sleep: locker " .. locker_line() .. " could not start: " .. why)
+                end
+            end)
         end
         capi.awesome.emit_signal("clua::lock")
     elseif data.member == "Unlock" then
@@ -1671,20 +1711,36 @@ local function on_session(data)
 end
 
 -- logind answered: follow its signals and take the inhibitor.
+-- Awesome 4.3 keeps one handler per D-Bus interface: when rc.lua (or a
+-- library) connected one to logind's first, ours is refused, and the
+-- feature fails rather than hold an inhibitor nobody releases at the
+-- right moment.
 function sleep.follow()
-    sleep.state = "on"
     local sender = "type='signal',sender='" .. sleep.LOGIND .. "',"
+    local ok, msg = capi.dbus.connect_signal(sleep.MANAGER, on_manager)
+    if not ok then
+        sleep.state = "failed"
+        return failed(sleep, "sleep: dbus.connect_signal", (msg or "refused") ..
+            " (something else in rc.lua follows logind's PrepareForSleep: " ..
+            "connect it to clua::sleep and clua::resumed instead)")
+    end
+    sleep.state = "on"
     capi.dbus.add_match("system", sender .. "interface='" .. sleep.MANAGER ..
         "',member='PrepareForSleep',path='/org/freedesktop/login1'")
-    capi.dbus.connect_signal(sleep.MANAGER, on_manager)
     local id = os.getenv("XDG_SESSION_ID")
-    if id and id ~= "" then
-        sleep.session_path = sleep.session_object(id)
-        capi.dbus.add_match("system", sender .. "interface='" .. sleep.SESSION ..
-            "',path='" .. sleep.session_path .. "'")
-        capi.dbus.connect_signal(sleep.SESSION, on_session)
-    else
+    if not id or id == "" then
         sleep.lock_why = "no XDG_SESSION_ID in Awesome's environment"
+    else
+        ok, msg = capi.dbus.connect_signal(sleep.SESSION, on_session)
+        if ok then
+            sleep.session_path = sleep.session_object(id)
+            capi.dbus.add_match("system", sender .. "interface='" .. sleep.SESSION ..
+                "',path='" .. sleep.session_path .. "'")
+        else
+            sleep.lock_why = "dbus.connect_signal: " .. one_line(msg or "refused")
+            report("sleep: Lock/Unlock not followed: " .. sleep.lock_why ..
+                " (something else in rc.lua follows logind's sessions)")
+        end
     end
     sleep.take_inhibitor()
 end
@@ -1747,12 +1803,13 @@ function sleep.status()
     local inh = sleep.inhibitor
     local line = "sleep: on, " ..
         (inh and ("delay inhibitor held (systemd-inhibit pid " .. inh.pid .. ")")
-            or ("no delay inhibitor" .. (sleep.cycle and " (suspending)" or "") ..
+            or ("no delay inhibitor" ..
+                (sleep.cycle and " (let go for the suspend under way)" or "") ..
                 (sleep.inhibitor_error and (", last error: " .. sleep.inhibitor_error) or ""))) ..
         ", logind waits at most " ..
         (sleep.delay and string.format("%g s", sleep.delay)
             or string.format("%g s (assumed: %s)", sleep.DEFAULT_DELAY,
-                tostring(sleep.delay_error))) ..
+                tostring(sleep.delay_error or "InhibitDelayMaxUSec unknown"))) ..
         ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
         sleep.late .. " let go by the deadline" ..
         (sleep.last_took and string.format(", last held %.3f s", sleep.last_took) or "")
@@ -1762,6 +1819,7 @@ function sleep.status()
     else
         locker = "locker: " .. locker_line() .. ", " ..
             (sleep.locker_pid and ("running (pid " .. sleep.locker_pid .. ")") or "not running") ..
+            ", " .. sleep.lockers .. " started" ..
             ", " .. (sleep.tools["clua-grabwait"] and "ready once it holds the keyboard"
                 or "NOT waited for (clua-grabwait is not on PATH)") ..
             ", " .. sleep.locker_failures .. " failures" ..
