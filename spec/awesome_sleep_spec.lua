@@ -14,9 +14,9 @@ local function skip_unless_available()
   return ok
 end
 
--- Starts Awesome whose rc.lua records every debug::error and calls
--- setup(`options`), runs fn(wm), stops it.
-local function with_setup(options, fn)
+-- Starts Awesome whose rc.lua records every debug::error, calls
+-- setup(`options`) and runs `after` (Lua), runs fn(wm), stops it.
+local function with_setup(options, fn, after)
   local wm = assert(harness.start { rc = harness.rc(([[
     clua_spec = { errors = {} }
     awesome.connect_signal("debug::error", function(msg)
@@ -24,7 +24,8 @@ local function with_setup(options, fn)
     end)
     clua_spec.returned = require("clua.awesome").setup(%s)
     clua_spec.after = true
-  ]]):format(options)) })
+    %s
+  ]]):format(options, after or "")) })
   local ok, err = pcall(fn, wm)
   wm:stop()
   if not ok then error(err, 0) end
@@ -127,6 +128,34 @@ describe("clua.awesome sleep option #integration", function()
       local status = wm:client([[return require("clua.awesome").status()]])
       assert.equal("sleep: off (setup option)", line_of(status, "sleep: "))
     end)
+  end)
+
+  -- After a resume clua.awesome repaints every wibox whole (Awesome issue
+  -- 2470): checked with the function the resume runs, on a wibox whose
+  -- widget counts its draws.  A plain draw() repaints nothing (no part is
+  -- dirty): the count moves only for a complete repaint.
+  it("the resume's redraw repaints every wibox whole", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      local function draws() return wm:client("return clua_spec.draws") end
+      shell.wait_for("the first draw of the wibox", 10, function() return draws() > 0 end)
+      local before = draws()
+      wm:client("clua_spec.box:draw()")
+      shell.sleep(0.3)
+      assert.equal(before, draws())
+      wm:client([[require("clua.awesome")._state.sleep.redraw()]])
+      shell.wait_for("the wibox to be repainted", 10, function() return draws() > before end)
+      assert.equal(0, #errors_of(wm))
+    end, [[
+      require("awful")
+      local wibox = require("wibox")
+      clua_spec.draws = 0
+      local w = require("wibox.widget.base").make_widget()
+      function w.fit() return 50, 10 end
+      function w.draw() clua_spec.draws = clua_spec.draws + 1 end
+      clua_spec.box = wibox { visible = true, x = 0, y = 0, width = 50, height = 10,
+                              widget = w }
+    ]])
   end)
 
   it("without logind on the system bus: status() says why, nothing reported, "

@@ -1314,7 +1314,9 @@ end
 -- unlock the screen).
 local sleep = {
     name = "sleep",
-    INHIBIT_WHY = "clua.awesome: lock the screen and start sleep.target before sleep",
+    -- systemd-inhibit's --why, with a locker and without.
+    WHY_LOCKER = "clua.awesome: lock the screen and start sleep.target before sleep",
+    WHY_TARGET = "clua.awesome: start sleep.target before sleep",
     DEFAULT_DELAY = 5,  -- seconds, when logind's InhibitDelayMaxUSec is unknown
     LOGIND = "org.freedesktop.login1",
     MANAGER = "org.freedesktop.login1.Manager",
@@ -1444,7 +1446,7 @@ function sleep.take_inhibitor()
     local inh = {}
     local pid, _, stdin, _, stderr = capi.awesome.spawn({
         sleep.tools["systemd-inhibit"], "--what=sleep", "--mode=delay", "--who=awesome",
-        "--why=" .. sleep.INHIBIT_WHY, sleep.tools.cat,
+        "--why=" .. (sleep.locker and sleep.WHY_LOCKER or sleep.WHY_TARGET), sleep.tools.cat,
     }, false, true, false, true, function(reason, code)
         inh.exit = ended(reason, code)
         if sleep.inhibitor == inh then sleep.inhibitor = nil end
@@ -1770,6 +1772,7 @@ end
 
 function sleep.start(opts)
     sleep.locker = opts.locker
+    track_textclocks()
     if type(capi.dbus) ~= "table" then
         sleep.state, sleep.why_off = "off", "this Awesome has no D-Bus support"
         return
@@ -1806,20 +1809,21 @@ function sleep.status()
             or ("no delay inhibitor" ..
                 (sleep.cycle and " (let go for the suspend under way)" or "") ..
                 (sleep.inhibitor_error and (", last error: " .. sleep.inhibitor_error) or ""))) ..
+        ", " .. (not sleep.locker and "no locker"
+            or ("locker " .. sleep.locker[1] .. (sleep.locker_pid
+                and (" running (pid " .. sleep.locker_pid .. ")") or " not running"))) ..
+        ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
+        sleep.late .. " let go by the deadline" ..
+        (sleep.last_took and string.format(" (last held %.3f s)", sleep.last_took) or "") ..
         ", logind waits at most " ..
         (sleep.delay and string.format("%g s", sleep.delay)
             or string.format("%g s (assumed: %s)", sleep.DEFAULT_DELAY,
-                tostring(sleep.delay_error or "InhibitDelayMaxUSec unknown"))) ..
-        ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
-        sleep.late .. " let go by the deadline" ..
-        (sleep.last_took and string.format(", last held %.3f s", sleep.last_took) or "")
+                tostring(sleep.delay_error or "InhibitDelayMaxUSec unknown")))
     local locker
     if not sleep.locker then
         locker = "locker: none (setup{ sleep = { locker = {...} } })"
     else
-        locker = "locker: " .. locker_line() .. ", " ..
-            (sleep.locker_pid and ("running (pid " .. sleep.locker_pid .. ")") or "not running") ..
-            ", " .. sleep.lockers .. " started" ..
+        locker = "locker: " .. locker_line() .. ", " .. sleep.lockers .. " started" ..
             ", " .. (sleep.tools["clua-grabwait"] and "ready once it holds the keyboard"
                 or "NOT waited for (clua-grabwait is not on PATH)") ..
             ", " .. sleep.locker_failures .. " failures" ..
