@@ -33,6 +33,24 @@
 --   place is a few 32-bit X properties of the window: at start-up a window
 --   costs at most 17 reads of 4 bytes, whatever other clients put there,
 --   and each screen's tags are read once.
+-- * **sleep**: where logind answers on the system bus, Awesome holds one
+--   logind delay inhibitor for sleep (`systemd-inhibit --list` shows it,
+--   Who `awesome`).  Before a suspend or hibernation it emits `clua::sleep`,
+--   starts the locker if one is set
+--   (`sleep = { locker = { "i3lock", "-n" } }`) and waits until it holds
+--   the keyboard, starts the user manager's
+--   `sleep.target` and waits for it, and only then lets logind go on; all
+--   of it within logind's `InhibitDelayMaxSec` (less 10%, at least 0.5 s),
+--   so a locker that hangs or fails never holds a suspend back, and is
+--   reported once.  After resume: a new inhibitor, `sleep.target` stopped,
+--   `clua::resumed`, every wibox repainted whole and every textclock
+--   refreshed.  logind's `Lock` for Awesome's own session
+--   (`loginctl lock-session`, `HandleLidSwitch=lock`) starts the locker
+--   (once, however many) and emits `clua::lock`; `Unlock` emits
+--   `clua::unlock`.  The four signals have no arguments.  clua takes
+--   Awesome's D-Bus handlers for the interfaces
+--   `org.freedesktop.login1.Manager` and `org.freedesktop.login1.Session`
+--   (Awesome 4.3 allows one each): connect to its signals instead.
 --
 -- Every option is checked: an unknown one, or a value clua does not accept,
 -- is reported in one line (`gears.debug` and `debug::error`) and turns off
@@ -1968,12 +1986,22 @@ end
 --   each application started with `awful.spawn` in a scope of its own
 -- @tparam[opt=true] boolean args.restore give every window its tags, screen
 --   and state back after a restart
+-- @tparam[opt=true] boolean|table args.sleep hold logind's delay inhibitor:
+--   emit `clua::sleep` and `clua::resumed` around a suspend, `clua::lock` and
+--   `clua::unlock` at logind's Lock and Unlock of this session, start the
+--   user manager's `sleep.target` before a suspend and stop it after; a
+--   table `{ locker = { PROGRAM, ARG... } }` also starts that screen locker
+--   (an argument list, no shell) at Lock and before each suspend, and lets
+--   the suspend go on once it holds the keyboard (within logind's
+--   `InhibitDelayMaxSec`); `false` turns it off
 -- @treturn boolean true the first time, false when already set up
 -- @usage
 -- -- rc.lua, before the widgets are built: everything on
 -- require("clua.awesome").setup {}
 -- -- or a stall limit of 5 s and no scopes
 -- require("clua.awesome").setup { stall = 5, scopes = false }
+-- -- or the screen locked before every suspend
+-- require("clua.awesome").setup { sleep = { locker = { "i3lock", "-n" } } }
 function cluawm.setup(args)
     local given, why_off = check_options(args)
     if options then return false end
