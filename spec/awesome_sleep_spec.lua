@@ -8,6 +8,9 @@
 local harness = require("support.awesome")
 local shell = require("support.shell")
 
+local root = os.getenv("CLUA_ROOT") or "."
+local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")
+
 local function skip_unless_available()
   local ok, why = harness.available()
   if not ok then pending("needs Awesome under Xvfb: " .. why) end
@@ -156,6 +159,35 @@ describe("clua.awesome sleep option #integration", function()
       clua_spec.box = wibox { visible = true, x = 0, y = 0, width = 50, height = 10,
                               widget = w }
     ]])
+  end)
+
+  -- Before it starts the locker, clua.awesome lets go of Awesome's own
+  -- keyboard grab (an open prompt or menu): the locker could not grab,
+  -- and clua-grabwait would see Awesome's grab as the locker's.  Checked
+  -- with the function it calls, against the real X server: the keyboard
+  -- is free after it, and awful.keygrabber still grabs afterwards.
+  it("lets go of Awesome's keyboard grab before the locker, and awful grabs again after",
+    function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      local function grabbed()
+        local _, out, rc = shell.run(wm:envprefix() .. shell.quote(tools .. "/clua-grabwait")
+          .. " 0 2>&1", { timeout = 10 })
+        assert(rc == 0 or rc == 1, out)
+        return rc == 0
+      end
+      wm:client([[require("awful.keygrabber").run(function() end)]])
+      assert.is_true(wm:client("return keygrabber.isrunning()"))
+      assert.is_true(grabbed())
+      wm:client([[require("clua.awesome")._state.sleep.drop_awesome_grabs()]])
+      assert.is_false(wm:client("return keygrabber.isrunning()"))
+      assert.is_false(grabbed())
+      wm:client([[clua_spec.g = require("awful.keygrabber").run(function() end)]])
+      assert.is_true(wm:client("return keygrabber.isrunning()"))
+      assert.is_true(grabbed())
+      wm:client([[require("awful.keygrabber").stop(clua_spec.g)]])
+      assert.equal(0, #errors_of(wm))
+    end, [[require("awful")]])
   end)
 
   it("without logind on the system bus: status() says why, nothing reported, "
