@@ -2,9 +2,12 @@
 -- can run it: a real, headless Awesome under Xvfb, with no logind and no
 -- system bus.  Its option is checked like the others (a bad one is
 -- reported in one line and turns off this feature alone), and status()
--- says why it is off.  What it does with a real logind (suspend, lock,
--- the inhibitor) is tested inside the booted container of
--- `make check-login`.
+-- says why it is off.  The parts that need no logind run through the
+-- feature's own functions (`_state.sleep`), against the real X server and
+-- the real systemd-inhibit: the repaint after resume, Awesome's keyboard
+-- grab let go before the locker, a refused inhibitor.  What it does with a
+-- real logind (suspend, lock, the inhibitor held) is tested inside the
+-- booted container of `make check-login`.
 local harness = require("support.awesome")
 local shell = require("support.shell")
 
@@ -97,7 +100,7 @@ local BAD = {
     "^sleep: off %(bad option sleep%.lockr %(unknown key%), " },
 }
 
-describe("clua.awesome sleep option #integration", function()
+describe("clua.awesome sleep, without logind #integration", function()
   for _, case in ipairs(BAD) do
     local options, reported, status_line = case[1], case[2], case[3]
     it(options .. ": one line, sleep off, every other feature on", function()
@@ -188,6 +191,28 @@ describe("clua.awesome sleep option #integration", function()
       wm:client([[require("awful.keygrabber").stop(clua_spec.g)]])
       assert.equal(0, #errors_of(wm))
     end, [[require("awful")]])
+  end)
+
+  -- The inhibitor's child, when logind refuses it (here: no system bus at
+  -- all, the real systemd-inhibit fails): reported once each, with
+  -- systemd-inhibit's own message, and no fd left behind in Awesome.
+  it("a refused inhibitor is reported with systemd-inhibit's message and leaves no fd", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      settled_status(wm)
+      local before = harness.fd_count(wm:pid())
+      for _ = 1, 3 do
+        wm:client([[require("clua.awesome")._state.sleep.take_inhibitor()]])
+      end
+      shell.wait_for("three reports", 10, function() return #errors_of(wm) == 3 end)
+      for _, line in ipairs(errors_of(wm)) do
+        assert.matches("^clua%.awesome: sleep: the delay inhibitor is gone %(systemd%-inhibit "
+          .. "exit 1: .+%); a suspend no longer waits for the locker and sleep%.target$", line)
+      end
+      shell.sleep(0.5)
+      assert.equal(before, harness.fd_count(wm:pid()))
+      assert.is_nil(wm:client([[return require("clua.awesome")._state.sleep.inhibitor]]))
+    end)
   end)
 
   it("without logind on the system bus: status() says why, nothing reported, "

@@ -1424,16 +1424,12 @@ local function ended(reason, code)
     return tostring(reason) .. " " .. tostring(code)
 end
 
--- Closes our end of a pipe to a child.  GLib.close exists from GLib 2.36;
--- a Gio stream owning the fd closes it elsewhere.
+-- Closes our end of a pipe to a child, once.  GLib.close (GLib >= 2.36)
+-- where lgi has it, else a Gio stream that owns the fd.  A failure is not
+-- retried another way: the fd number may already name someone else's fd.
 local function close_fd(fd)
-    local GLib = lgi.GLib
-    if GLib.close then
-        local ok, res = pcall(GLib.close, fd)
-        if ok and res ~= false then return true end
-    end
-    local ok = pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
-    return ok
+    if lgi.GLib.close then return pcall(lgi.GLib.close, fd) end
+    return pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
 end
 
 -- Reads a child's stderr pipe `fd` to its end, keeping its last line in
@@ -1469,6 +1465,7 @@ function sleep.take_inhibitor()
     }, false, true, false, true, function(reason, code)
         inh.exit = ended(reason, code)
         if sleep.inhibitor == inh then sleep.inhibitor = nil end
+        sleep.close_stdin(inh)
         protected_call(inhibitor_lost, inh)
     end)
     if type(pid) ~= "number" then
@@ -1489,13 +1486,22 @@ function sleep.take_inhibitor()
     end
 end
 
+-- Our end of an inhibitor child's stdin, closed once: to release it, or
+-- once the child is gone.
+function sleep.close_stdin(inh)
+    if inh.stdin and not inh.closed then
+        inh.closed = true
+        close_fd(inh.stdin)
+    end
+end
+
 -- Lets logind go on: our end of cat's stdin is closed.
 function sleep.release_inhibitor()
     local inh = sleep.inhibitor
     if not inh then return end
     sleep.inhibitor = nil
     inh.released = true
-    if inh.stdin then close_fd(inh.stdin) end
+    sleep.close_stdin(inh)
 end
 
 -- The locker ------------------------------------------------------------
