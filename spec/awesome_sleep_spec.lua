@@ -193,6 +193,23 @@ describe("clua.awesome sleep, without logind #integration", function()
     end, [[require("awful")]])
   end)
 
+  -- logind names session "2" /org/freedesktop/login1/session/_32 (sd-bus
+  -- escapes every byte but [A-Za-z0-9], and a leading digit): the path
+  -- whose Lock and Unlock clua follows.
+  it("follows the D-Bus object path logind gives the session", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      assert.equal("_32 c1 _31_2d_5f c_2e4 _32a", wm:client([[
+        local s = require("clua.awesome")._state.sleep
+        local t = {}
+        for _, id in ipairs { "2", "c1", "1-_", "c.4", "2a" } do
+          t[#t + 1] = (s.session_object(id):match("/session/(.*)$"))
+        end
+        return table.concat(t, " ")
+      ]]))
+    end)
+  end)
+
   -- The inhibitor's child, when logind refuses it (here: no system bus at
   -- all, the real systemd-inhibit fails): reported once each, with
   -- systemd-inhibit's own message, and no fd left behind in Awesome.

@@ -1865,7 +1865,8 @@ function sleep.status()
                 (sleep.inhibitor_error and (", last error: " .. sleep.inhibitor_error) or ""))) ..
         ", " .. (not sleep.locker and "no locker"
             or ("locker " .. sleep.locker[1] .. (sleep.locker_pid
-                and (" running (pid " .. sleep.locker_pid .. ")") or " not running"))) ..
+                and (" running (pid " .. sleep.locker_pid .. ")") or " not running") ..
+                " (" .. sleep.locker_failures .. " failures)")) ..
         ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
         sleep.late .. " let go by the deadline" ..
         (sleep.last_took and string.format(" (last held %.3f s)", sleep.last_took) or "") ..
