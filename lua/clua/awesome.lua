@@ -1424,11 +1424,16 @@ local function ended(reason, code)
     return tostring(reason) .. " " .. tostring(code)
 end
 
--- Closes our end of a pipe to a child, once.  GLib.close (GLib >= 2.36)
--- where lgi has it, else a Gio stream that owns the fd.  A failure is not
--- retried another way: the fd number may already name someone else's fd.
+-- Closes our end of a pipe to a child, once.  GLib.close (g_close, GLib
+-- >= 2.36, checked with lgi 0.9.2 and GLib 2.74) where lgi can call it,
+-- else a Gio stream that owns the fd.  A close that ran and failed is not
+-- tried again another way: the number may already name someone else's fd
+-- (Linux frees it even when close fails).
 local function close_fd(fd)
-    if lgi.GLib.close then return pcall(lgi.GLib.close, fd) end
+    if lgi.GLib.close then
+        local called, closed = pcall(lgi.GLib.close, fd)
+        if called then return closed end
+    end
     return pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
 end
 
