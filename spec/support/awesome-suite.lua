@@ -166,9 +166,11 @@ local function fetch_source()
     "-o Acquire::Retries=1",
     "-o Acquire::http::Timeout=30",
   }, " ")
-  local _, update = run(("timeout %d apt-get -q %s update"):format(APT_LIMIT, opts))
+  -- (apt-get's own `timeout` is the limit; run's only backs it.)
+  local _, update = run(("timeout %d apt-get -q %s update"):format(APT_LIMIT, opts),
+    APT_LIMIT + 30)
   local got, msg = run(("cd %s && timeout %d apt-get -q %s source --download-only %s=%s")
-    :format(quote(dir .. "/dl"), APT_LIMIT, opts, package, version))
+    :format(quote(dir .. "/dl"), APT_LIMIT, opts, package, version), APT_LIMIT + 30)
   run("rm -rf " .. quote(apt))
   local _, tarball = run("ls " .. quote(dir .. "/dl") .. "/*.orig.tar.* 2>/dev/null | head -n 1")
   if tarball == "" then
@@ -363,7 +365,9 @@ local function run_way(way, src, lua)
       .. "%s timeout -k 10 %d bash tests/run.sh -W %s >%s 2>&1 </dev/null"):format(
       quote(work), table.concat(assigns, " "), WAY_LIMIT, os.getenv("CLUA_SUITE_TESTS") or "",
       quote(work .. "/run.log"))
-    local _, _, code = run(cmd)
+    -- (The command's own `timeout` is the limit; this one only backs it.)
+    local _, _, code = run(cmd, { timeout = WAY_LIMIT + 30,
+      what = "Awesome's suite, " .. way.name })
     local log = plain(read_file(work .. "/run.log") or "")
     local out = { results = {}, order = {}, code = code, log = log }
     -- Each test's lines run from "== Running F ==" to "clua-suite: pass|fail F".
