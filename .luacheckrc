@@ -6,7 +6,7 @@ std = "min"
 max_line_length = 100
 read_globals = {
   "awesome", "client", "screen", "tag", "mouse", "root",
-  "mousegrabber", "keygrabber", "selection", "dbus",
+  "mousegrabber", "keygrabber", "selection", "dbus", "drawin",
 }
 -- The unit specs run under every Lua too; where one Lua lacks a function
 -- they test for it first (`loadstring or load`, `if jit then`).

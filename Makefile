@@ -33,6 +33,8 @@ CC          ?= cc
 LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
 SD_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 SD_LIBS     := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
+XCB_CFLAGS  := $(shell $(PKG_CONFIG) --cflags xcb 2>/dev/null)
+XCB_LIBS    := $(shell $(PKG_CONFIG) --libs xcb 2>/dev/null || echo -lxcb)
 
 # SANITIZE=asan builds with AddressSanitizer + UndefinedBehaviorSanitizer;
 # SANITIZE=tsan with ThreadSanitizer (the stall breaker's watcher thread).
@@ -86,7 +88,7 @@ LUA_MODULES  := $(wildcard lua/clua/*.lua)
 USERUNITDIR  ?= $(PREFIX)/lib/systemd/user
 XSESSIONSDIR ?= $(PREFIX)/share/xsessions
 SESSION_UNITS := session/awesome.service session/awesome-session.target \
-	session/awesome-session-shutdown.target
+	session/awesome-session-shutdown.target session/sleep.target
 
 .PHONY: all module testkit tools print-build demo doc check check-debian check-login test deps install install-module \
 	install-tools install-session uninstall clean \
@@ -119,14 +121,21 @@ print-build:
 	@echo $(BUILD)
 
 # The command-line programs (tools/): watchoutput, a program's output as
-# its watchdog heartbeat, and clua-scope, which clua.awesome starts each
-# application through so that it runs in a systemd scope of its own.  Each
-# is one C file linked with common/, built apart from the module.
+# its watchdog heartbeat; clua-scope, which clua.awesome starts each
+# application through so that it runs in a systemd scope of its own; and
+# clua-grabwait, which tells clua.awesome that the screen locker holds the
+# keyboard before a suspend goes on.  Each is one C file linked with
+# common/, built apart from the module; clua-grabwait is an X client
+# (libxcb).
 tools: $(TOOLS:%=$(TOOLS_DIR)/%)
+
+$(TOOLS_DIR)/clua-grabwait: TOOL_XCFLAGS := $(XCB_CFLAGS)
+$(TOOLS_DIR)/clua-grabwait: TOOL_XLIBS := $(XCB_LIBS)
 
 $(TOOLS_DIR)/%: tools/%.c $(COMMON_SRCS) $(wildcard common/*.h)
 	@mkdir -p $(TOOLS_DIR)
-	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_SRCS) $(SD_LIBS) -lm
+	$(CC) $(TOOL_CFLAGS) $(SD_CFLAGS) $(TOOL_XCFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_SRCS) \
+		$(SD_LIBS) $(TOOL_XLIBS) -lm
 
 deps:
 	@sh .ci/deps

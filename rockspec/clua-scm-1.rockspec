@@ -1,7 +1,8 @@
 -- luarocks make rockspec/clua-scm-1.rockspec [--lua-version 5.x] [--tree DIR]
 -- Builds clua.so through the Makefile (clua/*.c and common/*.c) and
 -- installs it with the Lua glue in lua/clua/; builds the
--- watchoutput and clua-scope tools too and installs them into the tree's
+-- watchoutput, clua-scope and clua-grabwait tools too and installs them
+-- into the tree's
 -- bin/ (the session's units and command are for make install, see README).
 rockspec_format = "3.0"
 package = "clua"
@@ -26,6 +27,7 @@ dependencies = {
 }
 external_dependencies = {
   LIBSYSTEMD = { header = "systemd/sd-daemon.h", library = "systemd" },
+  LIBXCB = { header = "xcb/xcb.h", library = "xcb" },
 }
 build = {
   type = "make",
@@ -38,6 +40,8 @@ build = {
     LUA_INCDIR = "$(LUA_INCDIR)",
     SD_CFLAGS = "-I$(LIBSYSTEMD_INCDIR)",
     SD_LIBS = "-L$(LIBSYSTEMD_LIBDIR) -lsystemd",
+    XCB_CFLAGS = "-I$(LIBXCB_INCDIR)",
+    XCB_LIBS = "-L$(LIBXCB_LIBDIR) -lxcb",
     -- A newer compiler's new warning must not break a user's install.
     WARNFLAGS = "-Wall -Wextra",
   },
@@ -49,6 +53,7 @@ build = {
     bin = {
       watchoutput = "build/tools/watchoutput",
       ["clua-scope"] = "build/tools/clua-scope",
+      ["clua-grabwait"] = "build/tools/clua-grabwait",
     },
   },
 }

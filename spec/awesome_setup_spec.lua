@@ -125,7 +125,7 @@ describe("clua.awesome.setup with options clua refuses #integration", function()
   it("nosuch = true: one line, every feature on", function()
     local state = check_setup("{ nosuch = true }",
       { 'unknown option "nosuch" %(ignored; the options are subreaper, clock, timezone, '
-        .. "watchdog, stall, scopes, restore%)$" }, {})
+        .. "watchdog, stall, scopes, restore, sleep%)$" }, {})
     if state then
       assert.equal("subreaper=true clock=true timezone=true stall=true restore=true ready=true",
         state)

@@ -35,17 +35,18 @@ describe("make install #integration", function()
 
       -- The tools and the session, with their man pages and the units.
       local files = {
-        "bin/watchoutput", "bin/clua-scope", "bin/awesome-session",
+        "bin/watchoutput", "bin/clua-scope", "bin/clua-grabwait", "bin/awesome-session",
         "share/man/man1/watchoutput.1", "share/man/man1/clua-scope.1",
-        "share/man/man1/awesome-session.1",
+        "share/man/man1/clua-grabwait.1", "share/man/man1/awesome-session.1",
         "lib/systemd/user/awesome.service", "lib/systemd/user/awesome-session.target",
-        "lib/systemd/user/awesome-session-shutdown.target",
+        "lib/systemd/user/awesome-session-shutdown.target", "lib/systemd/user/sleep.target",
         "share/xsessions/awesome-session.desktop",
       }
       for _, file in ipairs(files) do
         assert.is_true(run("test -f " .. quote(prefix .. "/" .. file)), file .. " installed")
       end
-      for _, file in ipairs { "bin/watchoutput", "bin/clua-scope", "bin/awesome-session" } do
+      for _, file in ipairs { "bin/watchoutput", "bin/clua-scope", "bin/clua-grabwait",
+                              "bin/awesome-session" } do
         assert.is_true(run("test -x " .. quote(prefix .. "/" .. file)), file .. " executable")
       end
 

@@ -43,8 +43,9 @@ describe("luarocks make rockspec/clua-scm-1.rockspec #integration", function()
       assert.is_true(ok, out)
       assert.equal("false function", out)
 
-      -- watchoutput and clua-scope go into the tree's bin/, and run from there
-      for _, tool in ipairs { "watchoutput", "clua-scope" } do
+      -- watchoutput, clua-scope and clua-grabwait go into the tree's bin/,
+      -- and run from there
+      for _, tool in ipairs { "watchoutput", "clua-scope", "clua-grabwait" } do
         ok, out = run(quote(tree .. "/bin/" .. tool) .. " --version")
         assert.is_true(ok, out)
         assert.matches("^" .. tool:gsub("%-", "%%-") .. " ", out)

@@ -19,7 +19,8 @@ describe("session/ unit files #integration", function()
       .. "&& cp %s/session/awesome-session.1 %s/tools/clua-scope.1 %s/man/man1/"):format(
       dir, root, root, dir, root, root, dir)))
     local ok, out = run(("cd %s && MANPATH=%s/man: XDG_RUNTIME_DIR=%s systemd-analyze --user "
-      .. "verify ./awesome.service ./awesome-session.target ./awesome-session-shutdown.target")
+      .. "verify ./awesome.service ./awesome-session.target ./awesome-session-shutdown.target "
+      .. "./sleep.target")
       :format(dir, dir, dir))
     run("rm -rf " .. quote(dir))
     assert.is_true(ok, out)
@@ -30,6 +31,39 @@ describe("session/ unit files #integration", function()
       out = out:gsub("[^\n]*: Unknown key '?RestartMode'? in section [^\n]*, ignoring%.\n?", "")
     end
     assert.equal("", out)
+  end)
+end)
+
+describe("session/sleep.target under a real systemd user manager #integration", function()
+  -- What clua.awesome does around a suspend, done by hand: `systemctl
+  -- --user start sleep.target` before, `stop` after.  A user service
+  -- WantedBy= it runs before the suspend, stays active during it, and is
+  -- stopped (ExecStop=) after resume.
+  it("stays active once started, with its services, until stopped", function()
+    local mgr, why = systemd.start()
+    if not mgr then return pending(why) end
+    local ok, err = pcall(function()
+      mgr:install_unit("sleep.target", assert(shell.read_file(root .. "/session/sleep.target")))
+      mgr:install_unit("around-sleep.service", table.concat({
+        "[Unit]", "Before=sleep.target", "StopWhenUnneeded=yes",
+        "[Service]", "Type=oneshot", "RemainAfterExit=yes",
+        "ExecStart=/bin/echo around-sleep start", "ExecStop=/bin/echo around-sleep stop",
+        "[Install]", "WantedBy=sleep.target", "" }, "\n"))
+      assert(mgr:systemctl("enable", "around-sleep.service"))
+      assert(mgr:systemctl("start", "sleep.target"))
+      -- Nothing requires it: with StopWhenUnneeded=yes the manager would
+      -- stop it (and the service) at once; give it the time to.
+      shell.sleep(0.5)
+      assert.equal("active", mgr:show("sleep.target", "ActiveState"))
+      assert.equal("active", mgr:show("around-sleep.service", "ActiveState"))
+      assert.not_matches("around%-sleep stop", mgr:log())
+      assert(mgr:systemctl("stop", "sleep.target"))
+      assert(mgr:wait_for("around-sleep.service", "ActiveState", "inactive", 10))
+      assert.equal("inactive", mgr:show("sleep.target", "ActiveState"))
+      assert.matches("around%-sleep start\n.*around%-sleep stop", mgr:log())
+    end)
+    mgr:stop()
+    if not ok then error(err, 0) end
   end)
 end)
 

@@ -33,6 +33,24 @@
 --   place is a few 32-bit X properties of the window: at start-up a window
 --   costs at most 17 reads of 4 bytes, whatever other clients put there,
 --   and each screen's tags are read once.
+-- * **sleep**: where logind answers on the system bus, Awesome holds one
+--   logind delay inhibitor for sleep (`systemd-inhibit --list` shows it,
+--   Who `awesome`).  Before a suspend or hibernation it emits `clua::sleep`,
+--   starts the locker if one is set
+--   (`sleep = { locker = { "i3lock", "-n" } }`) and waits until it holds
+--   the keyboard, starts the user manager's
+--   `sleep.target` and waits for it, and only then lets logind go on; all
+--   of it within logind's `InhibitDelayMaxSec` (less 10%, at least 0.5 s),
+--   so a locker that hangs or fails never holds a suspend back, and is
+--   reported once.  After resume: a new inhibitor, `sleep.target` stopped,
+--   `clua::resumed`, every wibox repainted whole and every textclock
+--   refreshed.  logind's `Lock` for Awesome's own session
+--   (`loginctl lock-session`, `HandleLidSwitch=lock`) starts the locker
+--   (once, however many) and emits `clua::lock`; `Unlock` emits
+--   `clua::unlock`.  The four signals have no arguments.  clua takes
+--   Awesome's D-Bus handlers for the interfaces
+--   `org.freedesktop.login1.Manager` and `org.freedesktop.login1.Session`
+--   (Awesome 4.3 allows one each): connect to its signals instead.
 --
 -- Every option is checked: an unknown one, or a value clua does not accept,
 -- is reported in one line (`gears.debug` and `debug::error`) and turns off
@@ -51,9 +69,12 @@
 -- @module clua.awesome
 ---------------------------------------------------------------------------
 
-local capi = { awesome = awesome, client = client, screen = screen, tag = tag }
+local capi = { awesome = awesome, client = client, screen = screen, tag = tag,
+               dbus = dbus, drawin = drawin, keygrabber = keygrabber,
+               mousegrabber = mousegrabber }
 local setmetatable = setmetatable
 local tostring = tostring
+local tonumber = tonumber
 local type = type
 local pairs = pairs
 local select = select
@@ -939,14 +960,17 @@ local scopes = {
     programs = {},      -- startup id -> the program's argv[0], while it lasts
 }
 
+-- A systemd user manager runs for this Awesome (its private socket).
+local function user_manager_runs()
+    local runtime = os.getenv("XDG_RUNTIME_DIR")
+    return runtime ~= nil and lgi.GLib.file_test(runtime .. "/systemd/private",
+                                                lgi.GLib.FileTest.EXISTS)
+end
+
 -- Whether applications can have scopes here: nil and clua-scope's path,
 -- or why not.
 function scopes.unavailable()
-    local runtime = os.getenv("XDG_RUNTIME_DIR")
-    if not runtime or not lgi.GLib.file_test(runtime .. "/systemd/private",
-                                            lgi.GLib.FileTest.EXISTS) then
-        return "no systemd user manager"
-    end
+    if not user_manager_runs() then return "no systemd user manager" end
     local helper = lgi.GLib.find_program_in_path("clua-scope")
     if not helper then return "clua-scope is not on PATH" end
     return nil, helper
@@ -1276,13 +1300,571 @@ function restore.status()
         (restore.restored > 0 and string.format(" (%.3f s)", restore.took) or "")
 end
 
+-- Suspend and lock ------------------------------------------------------
+
+-- logind says everything on the system bus: PrepareForSleep(true) before a
+-- suspend or hibernation, PrepareForSleep(false) after it, and Lock/Unlock
+-- for a session (`loginctl lock-session`, HandleLidSwitch=lock).  A delay
+-- inhibitor makes logind wait, at most InhibitDelayMaxUSec, until its fd is
+-- closed: the time to lock the screen and start the user manager's
+-- sleep.target before the machine sleeps.
+--
+-- The signals come through Awesome's own D-Bus module (its connection to
+-- the system bus, a source of its GLib loop): a match rule for the two
+-- signals and a handler per interface, nothing that wakes Awesome while
+-- logind is silent.
+--
+-- The inhibitor is held by a child, `systemd-inhibit ... cat`, whose stdin
+-- is a pipe from Awesome: closing our end makes cat exit, and
+-- systemd-inhibit with it, which closes the inhibitor's fd.  GLib makes its
+-- pipe ends close-on-exec, so a restart in place (exec) or the death of
+-- Awesome (watchdog, crash) closes it too: logind never waits for an
+-- Awesome that is gone, and the next Awesome takes a new one.  The child
+-- is not put in a scope of its own (awesome.spawn with a stdin pipe is
+-- left alone by the scopes wrapper): it belongs to this Awesome.
+--
+-- The locker is "ready" once it holds the keyboard grab, which every X
+-- locker takes before it shows itself as locked (i3lock, slock,
+-- xsecurelock, xtrlock): clua-grabwait (tools/clua-grabwait.c) tries to
+-- grab the keyboard and exits 0 once it is AlreadyGrabbed.  The locker is
+-- started with awesome.spawn without pipes: with scopes on it runs in a
+-- scope of its own and survives a restart of Awesome (which must never
+-- unlock the screen).
+local sleep = {
+    name = "sleep",
+    -- systemd-inhibit's --why, with a locker and without.
+    WHY_LOCKER = "clua.awesome: lock the screen and start sleep.target before sleep",
+    WHY_TARGET = "clua.awesome: start sleep.target before sleep",
+    DEFAULT_DELAY = 5,  -- seconds, when logind's InhibitDelayMaxUSec is unknown
+    LOGIND = "org.freedesktop.login1",
+    MANAGER = "org.freedesktop.login1.Manager",
+    SESSION = "org.freedesktop.login1.Session",
+    locker = nil,       -- the locker's argument list, or nil
+    state = nil,        -- "asking" (reading logind), "on", "off"
+    why_off = nil,      -- why it is off, at run time
+    tools = {},         -- program name -> path
+    delay = nil,        -- InhibitDelayMaxUSec in seconds
+    delay_error = nil,  -- why it is unknown
+    user_manager = false, -- a systemd user manager runs: sleep.target is driven
+    session_path = nil, -- Awesome's own logind session, when known
+    lock_why = "logind not asked yet", -- why Lock/Unlock are not followed
+    inhibitor = nil,    -- { pid, stdin, err } while held (or asked for)
+    inhibitor_error = nil, -- why the last one ended when not released by us
+    inhibitors = 0,     -- taken so far
+    cycle = nil,        -- the suspend in progress, from PrepareForSleep(true) to (false)
+    suspends = 0,
+    resumes = 0,
+    late = 0,           -- suspends let go by the deadline
+    last_took = nil,    -- seconds the last suspend was held back
+    locks = 0,
+    unlocks = 0,
+    locker_pid = nil,   -- while the locker we started runs
+    locker_waiters = nil, -- while ensure_locker checks the keyboard: who waits
+    lockers = 0,        -- lockers started
+    locker_exit = nil,  -- how it ended, the last time
+    locker_failures = 0,
+    locker_error = nil, -- the last failure
+    target_error = nil, -- why systemctl failed, the last time (reported once)
+}
+
+-- The keys a `sleep` table may hold.
+sleep.KEYS = { locker = true }
+
+-- The value of the `sleep` option: { locker = argv or nil }, false, or nil
+-- and what was expected and the part of the option that is wrong.
+function sleep.option(v)
+    if v == nil or v == true then return {} end
+    if v == false then return false end
+    local expected = "true, false or { locker = { PROGRAM, ARG... } }"
+    if type(v) ~= "table" then return nil, expected end
+    for k in pairs(v) do
+        if not sleep.KEYS[k] then
+            local key = type(k) == "string" and k or ("[" .. shown(k) .. "]")
+            return nil, expected, "sleep." .. key .. " (unknown key)"
+        end
+    end
+    local locker = v.locker
+    if locker == nil then return {} end
+    local what = "sleep.locker = " .. shown(locker)
+    local list = "a list of strings (the program first, no shell)"
+    if type(locker) ~= "table" then return nil, list, what end
+    local n = #locker
+    if n == 0 or locker[1] == "" then return nil, list, what end
+    for k, arg in pairs(locker) do
+        if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+            return nil, list, what .. " (key " .. shown(k) .. ")"
+        end
+        if type(arg) ~= "string" then
+            return nil, list, "sleep.locker[" .. k .. "] = " .. shown(arg)
+        end
+    end
+    local argv = {}
+    for i = 1, n do argv[i] = locker[i] end
+    return { locker = argv }
+end
+
+-- logind's object path of session `id`: sd-bus escapes every byte but
+-- [A-Za-z0-9] as _XX, and a leading digit too ("2" is /session/_32).
+function sleep.session_object(id)
+    local escaped = id:gsub("[^%w]", function(c) return string.format("_%02x", c:byte()) end)
+    escaped = escaped:gsub("^%d", function(c) return string.format("_%02x", c:byte()) end)
+    return "/org/freedesktop/login1/session/" .. escaped
+end
+
+-- The locker's command line, for messages.
+local function locker_line()
+    local parts = {}
+    for i, arg in ipairs(sleep.locker) do parts[i] = i == 1 and arg or shown(arg) end
+    return table.concat(parts, " ")
+end
+
+-- "exit 1", "signal 9": how a child ended (awesome.spawn's exit callback).
+local function ended(reason, code)
+    return tostring(reason) .. " " .. tostring(code)
+end
+
+-- Closes our end of a pipe to a child.  GLib.close exists from GLib 2.36;
+-- a Gio stream owning the fd closes it elsewhere.
+local function close_fd(fd)
+    local GLib = lgi.GLib
+    if GLib.close then
+        local ok, res = pcall(GLib.close, fd)
+        if ok and res ~= false then return true end
+    end
+    local ok = pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
+    return ok
+end
+
+-- Reads a child's stderr pipe `fd` to its end, keeping its last line in
+-- `into.err`; `done()` at the end.
+local function read_stderr(fd, into, done)
+    local stream = lgi.Gio.UnixInputStream.new(fd, true)
+    require("awful.spawn").read_lines(stream, function(line)
+        if line ~= "" then into.err = line end
+    end, done, true)
+end
+
+-- The delay inhibitor --------------------------------------------------
+
+-- An inhibitor child ended without our asking, once both its exit and the
+-- end of its stderr are seen: reported once, with systemd-inhibit's own
+-- message.  A new one is asked for at the next resume.
+local function inhibitor_lost(inh)
+    if not (inh.exit and inh.eof) or inh.released or inh.reported then return end
+    inh.reported = true
+    sleep.inhibitor_error = "systemd-inhibit " .. inh.exit ..
+        (inh.err and (": " .. inh.err) or "")
+    report("sleep: the delay inhibitor is gone (" .. sleep.inhibitor_error ..
+        "); a suspend no longer waits for the locker and sleep.target")
+end
+
+-- Asks logind for a delay inhibitor, held by a child until released.
+function sleep.take_inhibitor()
+    if sleep.inhibitor then return end
+    local inh = {}
+    local pid, _, stdin, _, stderr = capi.awesome.spawn({
+        sleep.tools["systemd-inhibit"], "--what=sleep", "--mode=delay", "--who=awesome",
+        "--why=" .. (sleep.locker and sleep.WHY_LOCKER or sleep.WHY_TARGET), sleep.tools.cat,
+    }, false, true, false, true, function(reason, code)
+        inh.exit = ended(reason, code)
+        if sleep.inhibitor == inh then sleep.inhibitor = nil end
+        protected_call(inhibitor_lost, inh)
+    end)
+    if type(pid) ~= "number" then
+        sleep.inhibitor_error = "systemd-inhibit: " .. one_line(pid)
+        report("sleep: " .. sleep.inhibitor_error)
+        return
+    end
+    inh.pid, inh.stdin = pid, stdin
+    sleep.inhibitor = inh
+    sleep.inhibitors = sleep.inhibitors + 1
+    if stderr then
+        read_stderr(stderr, inh, function()
+            inh.eof = true
+            inhibitor_lost(inh)
+        end)
+    else
+        inh.eof = true
+    end
+end
+
+-- Lets logind go on: our end of cat's stdin is closed.
+function sleep.release_inhibitor()
+    local inh = sleep.inhibitor
+    if not inh then return end
+    sleep.inhibitor = nil
+    inh.released = true
+    if inh.stdin then close_fd(inh.stdin) end
+end
+
+-- The locker ------------------------------------------------------------
+
+-- Lets go of Awesome's own keyboard and pointer grabs (an awful.prompt, a
+-- menu, a mouse drag): the locker could not take the keyboard, and
+-- clua-grabwait would take Awesome's grab for the locker's.
+local function drop_awesome_grabs()
+    for _, grabber in ipairs { capi.keygrabber, capi.mousegrabber } do
+        if grabber and grabber.isrunning and grabber.isrunning() then
+            protected_call(grabber.stop)
+        end
+    end
+end
+
+-- The locker we started has ended: `reason`, `code` as awesome.spawn says.
+local function locker_ended(reason, code)
+    sleep.locker_pid = nil
+    sleep.locker_exit = ended(reason, code)
+    local cycle = sleep.cycle
+    if cycle and cycle.stage == "locker" and not (reason == "exit" and code == 0) then
+        -- It failed before it was ready (exit 0 is a locker that forked,
+        -- i3lock without -n: clua-grabwait goes on waiting for its child).
+        sleep.locker_failed(cycle, "it ended (" .. sleep.locker_exit .. ")")
+    end
+end
+
+-- Starts the locker.  Returns false and why when Awesome could not.
+local function spawn_locker()
+    local pid = capi.awesome.spawn(sleep.locker, false, false, false, false,
+        function(reason, code) protected_call(locker_ended, reason, code) end)
+    if type(pid) ~= "number" then return false, one_line(pid) end
+    sleep.locker_pid = pid
+    sleep.locker_exit = nil
+    sleep.lockers = sleep.lockers + 1
+    return true
+end
+
+-- Makes sure the locker runs, then calls done(ok, why): ok when it was
+-- started, or the screen is locked already: the locker we started still
+-- runs, or another client holds the keyboard (a locker that forked, as
+-- i3lock without -n does, or one from before a restart of Awesome): a
+-- second one would fail to grab.  Calls that come while one such check
+-- runs wait for it: however many Lock signals, one locker.
+function sleep.ensure_locker(done)
+    if sleep.locker_pid then return done(true) end
+    drop_awesome_grabs()
+    local grabwait = sleep.tools["clua-grabwait"]
+    if not grabwait then return done(spawn_locker()) end
+    if sleep.locker_waiters then
+        table.insert(sleep.locker_waiters, done)
+        return
+    end
+    sleep.locker_waiters = { done }
+    require("awful.spawn").easy_async({ grabwait, "0" }, function(_, _, reason, code)
+        local ok, why = true, nil
+        if not (reason == "exit" and code == 0) and not sleep.locker_pid then
+            ok, why = spawn_locker()
+        end
+        local waiters = sleep.locker_waiters
+        sleep.locker_waiters = nil
+        for _, waiter in ipairs(waiters) do protected_call(waiter, ok, why) end
+    end)
+end
+
+-- A locker failure: reported once for this suspend, counted, and the
+-- suspend goes on.
+function sleep.locker_failed(cycle, why)
+    if cycle.locker_failed then return end
+    cycle.locker_failed = true
+    sleep.locker_failures = sleep.locker_failures + 1
+    sleep.locker_error = "locker " .. locker_line() .. " not ready: " .. why
+    report("sleep: " .. sleep.locker_error .. "; the machine sleeps unlocked")
+    if cycle.stage == "locker" then sleep.start_target(cycle) end
+end
+
+-- Waits, through clua-grabwait, at most `limit` seconds for the locker to hold
+-- the keyboard, then goes on with sleep.target.
+function sleep.await_locker(cycle, limit)
+    local grabwait = sleep.tools["clua-grabwait"]
+    if not grabwait then
+        return sleep.locker_failed(cycle, "clua-grabwait is not on PATH, nothing can tell")
+    end
+    require("awful.spawn").easy_async({ grabwait, string.format("%.3f", limit) },
+        function(_, stderr, reason, code)
+            if sleep.cycle ~= cycle or cycle.stage ~= "locker" then return end
+            if reason == "exit" and code == 0 then
+                cycle.locked = true
+                return sleep.start_target(cycle)
+            end
+            local why = reason == "exit" and code == 1
+                and string.format("it did not take the keyboard within %.1f s", limit)
+                or ("clua-grabwait " .. ended(reason, code) .. ": " ..
+                    one_line(stderr ~= "" and stderr or "no message"))
+            if sleep.locker_exit then why = why .. " (it ended: " .. sleep.locker_exit .. ")" end
+            sleep.locker_failed(cycle, why)
+        end)
+end
+
+-- sleep.target ----------------------------------------------------------
+
+-- systemctl --user `verb` sleep.target; `done(ok)` when it returns.  A
+-- failure is reported once (a unit file missing fails at every suspend).
+local function systemctl_target(verb, done)
+    require("awful.spawn").easy_async({ sleep.tools.systemctl, "--user", verb, "sleep.target" },
+        function(_, stderr, reason, code)
+            local ok = reason == "exit" and code == 0
+            if not ok then
+                local why = "systemctl --user " .. verb .. " sleep.target: " ..
+                    ended(reason, code) .. ": " .. one_line(stderr ~= "" and stderr or "no message")
+                if not sleep.target_error then
+                    report("sleep: " .. why .. " (reported once)")
+                end
+                sleep.target_error = why
+            end
+            if done then done(ok) end
+        end)
+end
+
+function sleep.start_target(cycle)
+    cycle.stage = "target"
+    if not sleep.user_manager then return sleep.finish(cycle, "done") end
+    systemctl_target("start", function(ok)
+        cycle.target_started = ok
+        if sleep.cycle == cycle then sleep.finish(cycle, "done") end
+    end)
+end
+
+-- A suspend ----------------------------------------------------------------
+
+-- Seconds left to logind's limit once the margin is taken off: 10% of the
+-- limit, at least 0.5 s, at most half of it.
+function sleep.budget(delay)
+    local margin = math.min(math.max(0.5, delay * 0.1), delay / 2)
+    return delay - margin
+end
+
+-- The suspend is let go: the deadline timer stopped, the inhibitor
+-- released.  `how`: "done", "deadline" or "resumed" (it went ahead anyway).
+function sleep.finish(cycle, how)
+    if cycle.stage == "done" then return end
+    local pending = cycle.stage
+    cycle.stage = "done"
+    if cycle.timer then cycle.timer:stop() end
+    sleep.last_took = lgi.GLib.get_monotonic_time() / 1e6 - cycle.t0
+    if how == "deadline" then
+        sleep.late = sleep.late + 1
+        if pending == "locker" then
+            sleep.locker_failed(cycle, string.format(
+                "it did not take the keyboard within %.1f s", sleep.last_took))
+        end
+    end
+    sleep.release_inhibitor()
+end
+
+-- PrepareForSleep(true).
+function sleep.before()
+    if sleep.cycle then return end
+    sleep.suspends = sleep.suspends + 1
+    local cycle = { t0 = lgi.GLib.get_monotonic_time() / 1e6, stage = "locker" }
+    sleep.cycle = cycle
+    capi.awesome.emit_signal("clua::sleep")
+    local budget = sleep.budget(sleep.delay or sleep.DEFAULT_DELAY)
+    cycle.timer = gtimer.start_new(budget, function()
+        protected_call(sleep.finish, cycle, "deadline")
+        return false
+    end)
+    if not sleep.locker then return sleep.start_target(cycle) end
+    sleep.ensure_locker(function(ok, why)
+        if sleep.cycle ~= cycle or cycle.stage ~= "locker" then return end
+        if not ok then return sleep.locker_failed(cycle, "it could not start: " .. why) end
+        -- The locker's share leaves sleep.target a second (a quarter at
+        -- most) of the budget.
+        local now = lgi.GLib.get_monotonic_time() / 1e6
+        sleep.await_locker(cycle, math.max(0, cycle.t0 + budget - math.min(1, budget / 4) - now))
+    end)
+end
+
+-- Makes every wibox draw itself whole again (Awesome issue 2470: after a
+-- resume a bar can keep showing what it showed before).  A wibox's
+-- drawable repaints everything when its surface changes: that signal,
+-- emitted on each drawin's drawable, asks for exactly this.
+function sleep.redraw()
+    for _, d in ipairs(capi.drawin.get()) do
+        protected_call(function() d.drawable:emit_signal("property::surface") end)
+    end
+end
+
+-- PrepareForSleep(false): also after a suspend that failed or was
+-- cancelled.
+function sleep.after()
+    local cycle = sleep.cycle
+    if cycle then sleep.finish(cycle, "resumed") end
+    sleep.cycle = nil
+    sleep.resumes = sleep.resumes + 1
+    sleep.take_inhibitor()
+    if sleep.user_manager then systemctl_target("stop") end
+    capi.awesome.emit_signal("clua::resumed")
+    sleep.redraw()
+    refresh_textclocks()
+end
+
+-- D-Bus --------------------------------------------------------------------
+
+local function on_manager(data, start)
+    if type(data) ~= "table" or data.member ~= "PrepareForSleep" or data.bus ~= "system" then
+        return
+    end
+    if start == true then
+        protected_call(sleep.before)
+    elseif start == false then
+        protected_call(sleep.after)
+    end
+end
+
+local function on_session(data)
+    if type(data) ~= "table" or data.path ~= sleep.session_path or data.bus ~= "system" then
+        return
+    end
+    if data.member == "Lock" then
+        sleep.locks = sleep.locks + 1
+        if sleep.locker then
+            sleep.ensure_locker(function(ok, why)
+                if not ok then
+                    report("sleep: locker " .. locker_line() .. " could not start: " .. why)
+                end
+            end)
+        end
+        capi.awesome.emit_signal("clua::lock")
+    elseif data.member == "Unlock" then
+        sleep.unlocks = sleep.unlocks + 1
+        capi.awesome.emit_signal("clua::unlock")
+    end
+end
+
+-- logind answered: follow its signals and take the inhibitor.
+-- Awesome 4.3 keeps one handler per D-Bus interface: when rc.lua (or a
+-- library) connected one to logind's first, ours is refused, and the
+-- feature fails rather than hold an inhibitor nobody releases at the
+-- right moment.
+function sleep.follow()
+    local sender = "type='signal',sender='" .. sleep.LOGIND .. "',"
+    local ok, msg = capi.dbus.connect_signal(sleep.MANAGER, on_manager)
+    if not ok then
+        sleep.state = "failed"
+        return failed(sleep, "sleep: dbus.connect_signal", (msg or "refused") ..
+            " (something else in rc.lua follows logind's PrepareForSleep: " ..
+            "connect it to clua::sleep and clua::resumed instead)")
+    end
+    sleep.state = "on"
+    capi.dbus.add_match("system", sender .. "interface='" .. sleep.MANAGER ..
+        "',member='PrepareForSleep',path='/org/freedesktop/login1'")
+    local id = os.getenv("XDG_SESSION_ID")
+    if not id or id == "" then
+        sleep.lock_why = "no XDG_SESSION_ID in Awesome's environment"
+    else
+        ok, msg = capi.dbus.connect_signal(sleep.SESSION, on_session)
+        if ok then
+            sleep.session_path = sleep.session_object(id)
+            capi.dbus.add_match("system", sender .. "interface='" .. sleep.SESSION ..
+                "',path='" .. sleep.session_path .. "'")
+        else
+            sleep.lock_why = "dbus.connect_signal: " .. one_line(msg or "refused")
+            report("sleep: Lock/Unlock not followed: " .. sleep.lock_why ..
+                " (something else in rc.lua follows logind's sessions)")
+        end
+    end
+    sleep.take_inhibitor()
+end
+
+-- InhibitDelayMaxUSec, read once: busctl's answer ("t 5000000") says
+-- whether logind answers on the system bus at all.
+function sleep.ask_logind()
+    require("awful.spawn").easy_async({ sleep.tools.busctl, "--system", "--timeout=5",
+        "get-property", sleep.LOGIND, "/org/freedesktop/login1", sleep.MANAGER,
+        "InhibitDelayMaxUSec" }, function(stdout, stderr, reason, code)
+            if sleep.state ~= "asking" then return end
+            if reason ~= "exit" or code ~= 0 then
+                sleep.state = "off"
+                sleep.why_off = "no logind on the system bus: busctl " .. ended(reason, code) ..
+                    ": " .. one_line(stderr ~= "" and stderr or "no message")
+                return
+            end
+            local usec = tonumber(stdout:match("^t%s+(%d+)"))
+            if usec and usec > 0 then
+                sleep.delay = usec / 1e6
+            else
+                sleep.delay_error = "InhibitDelayMaxUSec unreadable: " .. one_line(stdout)
+            end
+            protected_call(sleep.follow)
+        end)
+end
+
+function sleep.start(opts)
+    sleep.locker = opts.locker
+    track_textclocks()
+    if type(capi.dbus) ~= "table" then
+        sleep.state, sleep.why_off = "off", "this Awesome has no D-Bus support"
+        return
+    end
+    for _, program in ipairs { "busctl", "systemd-inhibit", "cat", "systemctl", "clua-grabwait" } do
+        sleep.tools[program] = lgi.GLib.find_program_in_path(program)
+        if not sleep.tools[program] and program ~= "clua-grabwait" then
+            sleep.state, sleep.why_off = "off", program .. " is not on PATH"
+            return
+        end
+    end
+    sleep.user_manager = user_manager_runs()
+    sleep.state = "asking"
+    sleep.ask_logind()
+end
+
+-- Awesome exits or exec's itself: the pipe would close anyway (close-on-
+-- exec); closing it here says so.
+function sleep.stop()
+    sleep.release_inhibitor()
+end
+
+function sleep.status()
+    if sleep.state == "off" then
+        return "sleep: off (" .. tostring(sleep.why_off or "no reason given") .. ")"
+    elseif sleep.state == "asking" then
+        return "sleep: starting (asking logind for InhibitDelayMaxUSec)"
+    elseif sleep.state ~= "on" then
+        return failed_line(sleep)
+    end
+    local inh = sleep.inhibitor
+    local line = "sleep: on, " ..
+        (inh and ("delay inhibitor held (systemd-inhibit pid " .. inh.pid .. ")")
+            or ("no delay inhibitor" ..
+                (sleep.cycle and " (let go for the suspend under way)" or "") ..
+                (sleep.inhibitor_error and (", last error: " .. sleep.inhibitor_error) or ""))) ..
+        ", " .. (not sleep.locker and "no locker"
+            or ("locker " .. sleep.locker[1] .. (sleep.locker_pid
+                and (" running (pid " .. sleep.locker_pid .. ")") or " not running"))) ..
+        ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
+        sleep.late .. " let go by the deadline" ..
+        (sleep.last_took and string.format(" (last held %.3f s)", sleep.last_took) or "") ..
+        ", logind waits at most " ..
+        (sleep.delay and string.format("%g s", sleep.delay)
+            or string.format("%g s (assumed: %s)", sleep.DEFAULT_DELAY,
+                tostring(sleep.delay_error or "InhibitDelayMaxUSec unknown")))
+    local locker
+    if not sleep.locker then
+        locker = "locker: none (setup{ sleep = { locker = {...} } })"
+    else
+        locker = "locker: " .. locker_line() .. ", " .. sleep.lockers .. " started" ..
+            ", " .. (sleep.tools["clua-grabwait"] and "ready once it holds the keyboard"
+                or "NOT waited for (clua-grabwait is not on PATH)") ..
+            ", " .. sleep.locker_failures .. " failures" ..
+            (sleep.locker_error and (", last: " .. sleep.locker_error) or "")
+    end
+    local lock = sleep.session_path
+        and ("lock: following Lock/Unlock of " .. sleep.session_path .. ", " ..
+             sleep.locks .. " locks, " .. sleep.unlocks .. " unlocks")
+        or ("lock: Lock/Unlock not followed (" .. tostring(sleep.lock_why) .. ")")
+    local target = sleep.user_manager
+        and ("sleep.target: started before each suspend, stopped after" ..
+             (sleep.target_error and (", last error: " .. sleep.target_error) or ""))
+        or "sleep.target: not driven (no systemd user manager)"
+    return line, locker, lock, target
+end
+
 -- Public API ------------------------------------------------------------
 
 -- The features in the order setup() starts them; Awesome's `exit` stops
 -- them in reverse.  The watchdog comes last: the STATUS= line its READY=1
 -- carries tells of the others, and at exit it is the first to tell the
 -- manager (RELOADING=1 or STOPPING=1).
-local FEATURES = { subreaper, clock, timezone, stall, scopes, restore, watchdog }
+local FEATURES = { subreaper, clock, timezone, stall, scopes, restore, sleep, watchdog }
 
 -- Each feature by its option's name.
 local BY_NAME = {}
@@ -1295,7 +1877,7 @@ for name, feature in pairs(BY_NAME) do cluawm._state[name] = feature end
 
 -- The order the README and setup's LDoc list the options in, and status()
 -- reports them in.
-local DOCUMENTED = { subreaper, clock, timezone, watchdog, stall, scopes, restore }
+local DOCUMENTED = { subreaper, clock, timezone, watchdog, stall, scopes, restore, sleep }
 
 -- The options of the setup() that ran; nil before.
 local options = nil
@@ -1321,8 +1903,10 @@ end
 local STALL_MAX = 86400
 
 -- The value of option `name` given `v`: true when nil (every option
--- defaults to on), the boolean itself, or for `stall` a number of seconds
--- (true is 10).  nil and what was expected when clua refuses it.
+-- defaults to on), the boolean itself, for `stall` a number of seconds
+-- (true is 10), for `sleep` a table (sleep.option).  nil, what was
+-- expected and, when it is a part of the value, which part, when clua
+-- refuses it.
 local function option_value(name, v)
     if v == nil then v = true end
     if name == "stall" then
@@ -1331,6 +1915,7 @@ local function option_value(name, v)
         if type(v) == "number" and v > 0 and v <= STALL_MAX then return v end
         return nil, "true, false or a number of seconds above 0 and at most " .. STALL_MAX
     end
+    if name == "sleep" then return sleep.option(v) end
     if type(v) == "boolean" then return v end
     return nil, "true or false"
 end
@@ -1352,14 +1937,16 @@ local function check_options(args)
     table.sort(unknown)
     for _, k in ipairs(unknown) do
         report("setup: unknown option " .. k .. " (ignored; the options are " ..
-            "subreaper, clock, timezone, watchdog, stall, scopes, restore)")
+            "subreaper, clock, timezone, watchdog, stall, scopes, restore, sleep)")
     end
     for _, feature in ipairs(DOCUMENTED) do
         local name = feature.name
-        local value, expected = option_value(name, args[name])
+        local value, expected, part = option_value(name, args[name])
         if value == nil then
-            why_off[name] = "bad option " .. shown(args[name]) .. ", " .. expected .. " expected"
-            report("setup: bad option " .. name .. " = " .. shown(args[name]) .. " (" ..
+            local what = part or (name .. " = " .. shown(args[name]))
+            why_off[name] = "bad option " .. (part or shown(args[name])) .. ", " ..
+                expected .. " expected"
+            report("setup: bad option " .. what .. " (" ..
                 expected .. " expected): " .. name .. " is off")
             value = false
         elseif value == false then
@@ -1399,12 +1986,22 @@ end
 --   each application started with `awful.spawn` in a scope of its own
 -- @tparam[opt=true] boolean args.restore give every window its tags, screen
 --   and state back after a restart
+-- @tparam[opt=true] boolean|table args.sleep hold logind's delay inhibitor:
+--   emit `clua::sleep` and `clua::resumed` around a suspend, `clua::lock` and
+--   `clua::unlock` at logind's Lock and Unlock of this session, start the
+--   user manager's `sleep.target` before a suspend and stop it after; a
+--   table `{ locker = { PROGRAM, ARG... } }` also starts that screen locker
+--   (an argument list, no shell) at Lock and before each suspend, and lets
+--   the suspend go on once it holds the keyboard (within logind's
+--   `InhibitDelayMaxSec`); `false` turns it off
 -- @treturn boolean true the first time, false when already set up
 -- @usage
 -- -- rc.lua, before the widgets are built: everything on
 -- require("clua.awesome").setup {}
 -- -- or a stall limit of 5 s and no scopes
 -- require("clua.awesome").setup { stall = 5, scopes = false }
+-- -- or the screen locked before every suspend
+-- require("clua.awesome").setup { sleep = { locker = { "i3lock", "-n" } } }
 function cluawm.setup(args)
     local given, why_off = check_options(args)
     if options then return false end

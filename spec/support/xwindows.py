@@ -23,6 +23,14 @@ it:
 
 More than 4 MB is written in 4 MB pieces (PropModeAppend): one request
 may not be longer than the server's limit (16 MB with BIG-REQUESTS).
+
+    python3 xwindows.py grab [DELAY]
+
+`grab` is a screen locker's first step and nothing else: after DELAY
+seconds (default 0) it grabs the keyboard on the root window, trying
+again every 10 ms while another client holds it (as lockers do), for 10 s
+at most (then "error: ..." and exit 1), prints "grabbed PID" and sleeps
+until killed, or 900 s at most.
 """
 import ctypes
 import os
@@ -48,6 +56,8 @@ X.XStoreName.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_char_p]
 X.XMapWindow.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
 X.XSync.argtypes = [ctypes.c_void_p, ctypes.c_int]
 X.XFlush.argtypes = [ctypes.c_void_p]
+X.XGrabKeyboard.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int,
+                            ctypes.c_int, ctypes.c_ulong]
 
 
 class XClassHint(ctypes.Structure):
@@ -106,9 +116,30 @@ def windows(count):
     time.sleep(900)
 
 
+GRAB_SUCCESS, GRAB_MODE_ASYNC, CURRENT_TIME = 0, 1, 0
+
+
+def grab(delay):
+    time.sleep(delay)
+    dpy = open_display()
+    root = X.XDefaultRootWindow(dpy)
+    deadline = time.monotonic() + 10
+    while X.XGrabKeyboard(dpy, root, 0, GRAB_MODE_ASYNC, GRAB_MODE_ASYNC,
+                          CURRENT_TIME) != GRAB_SUCCESS:
+        if time.monotonic() > deadline:
+            print("error: the keyboard stayed grabbed by another client for 10 s", flush=True)
+            sys.exit(1)
+        time.sleep(0.01)
+    X.XSync(dpy, 0)
+    print("grabbed %d" % os.getpid(), flush=True)
+    time.sleep(900)
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "windows":
         windows(int(argv[2]))
+    elif len(argv) in (2, 3) and argv[1] == "grab":
+        grab(float(argv[2]) if len(argv) == 3 else 0)
     elif len(argv) in (6, 7) and argv[1] == "set":
         dpy = open_display()
         set_big_property(dpy, int(argv[2], 0), argv[3], argv[4], int(argv[5]),

@@ -1,0 +1,184 @@
+-- clua.awesome's `sleep` feature (lua/clua/awesome.lua) where this machine
+-- can run it: a real, headless Awesome under Xvfb, with no logind and no
+-- system bus.  Its option is checked like the others (a bad one is
+-- reported in one line and turns off this feature alone), and status()
+-- says why it is off.  What it does with a real logind (suspend, lock,
+-- the inhibitor) is tested inside the booted container of
+-- `make check-login`.
+local harness = require("support.awesome")
+local shell = require("support.shell")
+
+local function skip_unless_available()
+  local ok, why = harness.available()
+  if not ok then pending("needs Awesome under Xvfb: " .. why) end
+  return ok
+end
+
+-- Starts Awesome whose rc.lua records every debug::error, calls
+-- setup(`options`) and runs `after` (Lua), runs fn(wm), stops it.
+local function with_setup(options, fn, after)
+  local wm = assert(harness.start { rc = harness.rc(([[
+    clua_spec = { errors = {} }
+    awesome.connect_signal("debug::error", function(msg)
+      table.insert(clua_spec.errors, tostring(msg))
+    end)
+    clua_spec.returned = require("clua.awesome").setup(%s)
+    clua_spec.after = true
+    %s
+  ]]):format(options, after or "")) })
+  local ok, err = pcall(fn, wm)
+  wm:stop()
+  if not ok then error(err, 0) end
+end
+
+local function errors_of(wm)
+  local text = wm:client("return table.concat(clua_spec.errors, '\\n')")
+  local lines = {}
+  for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  return lines, text
+end
+
+-- status()'s lines, once the sleep line no longer says "starting" (busctl
+-- answers within its own 5 s limit).
+local function settled_status(wm)
+  local status
+  shell.poll(10, function()
+    status = wm:client([[return require("clua.awesome").status()]])
+    return not status:find("\nsleep: starting", 1, true) or nil
+  end)
+  return status
+end
+
+local function line_of(status, prefix)
+  for l in status:gmatch("[^\n]+") do
+    if l:sub(1, #prefix) == prefix then return l end
+  end
+end
+
+-- Every other feature still runs: checked in Awesome itself.
+local function others_run(wm)
+  assert.equal("subreaper=true clock=true stall=true restore=true", wm:client([[
+    local s = require("clua.awesome")._state
+    return table.concat({
+      "subreaper=" .. tostring(require("clua").getsubreap()),
+      "clock=" .. tostring(s.clock.watch ~= nil),
+      "stall=" .. tostring(s.stall.guard ~= nil),
+      "restore=" .. tostring(s.restore.started),
+    }, " ")
+  ]]))
+end
+
+local LIST = "a list of strings %(the program first, no shell%) expected"
+
+local BAD = {
+  { "{ sleep = 3 }",
+    "bad option sleep = 3 %(true, false or { locker = { PROGRAM, ARG%.%.%. } } expected%): "
+      .. "sleep is off$",
+    "^sleep: off %(bad option 3, true, false or " },
+  { '{ sleep = { locker = "i3lock" } }',
+    'bad option sleep%.locker = "i3lock" %(a list of strings %(the program first, no shell%) '
+      .. 'expected%): sleep is off$',
+    '^sleep: off %(bad option sleep%.locker = "i3lock", a list of strings %(the program first, '
+      .. 'no shell%) expected%)$' },
+  { "{ sleep = { locker = { 1 } } }",
+    "bad option sleep%.locker%[1%] = 1 %(" .. LIST .. "%): sleep is off$",
+    "^sleep: off %(bad option sleep%.locker%[1%] = 1, " },
+  { "{ sleep = { locker = {} } }",
+    "bad option sleep%.locker = a table %(" .. LIST .. "%): sleep is off$",
+    "^sleep: off %(bad option sleep%.locker = a table, " },
+  { '{ sleep = { locker = { "i3lock", x = "y" } } }',
+    'bad option sleep%.locker = a table %(key "x"%) %(' .. LIST .. "%): sleep is off$",
+    '^sleep: off %(bad option sleep%.locker = a table %(key "x"%), ' },
+  { '{ sleep = { lockr = { "i3lock" } } }',
+    'bad option sleep%.lockr %(unknown key%) %(true, false or { locker = ',
+    "^sleep: off %(bad option sleep%.lockr %(unknown key%), " },
+}
+
+describe("clua.awesome sleep option #integration", function()
+  for _, case in ipairs(BAD) do
+    local options, reported, status_line = case[1], case[2], case[3]
+    it(options .. ": one line, sleep off, every other feature on", function()
+      if not skip_unless_available() then return end
+      with_setup(options, function(wm)
+        assert.is_true(wm:client("return clua_spec.after"), "rc.lua did not go on after setup()")
+        local lines, text = errors_of(wm)
+        assert.equal(1, #lines, "reported:\n" .. text)
+        assert.matches("^clua%.awesome: setup: " .. reported, lines[1])
+        local status = wm:client([[return require("clua.awesome").status()]])
+        assert.matches(status_line, line_of(status, "sleep: ") or "(no sleep line)")
+        others_run(wm)
+      end)
+    end)
+  end
+
+  it("an unknown option names sleep among the options", function()
+    if not skip_unless_available() then return end
+    with_setup("{ nosuch = 1 }", function(wm)
+      local lines, text = errors_of(wm)
+      assert.equal(1, #lines, "reported:\n" .. text)
+      assert.matches("the options are subreaper, clock, timezone, watchdog, stall, scopes, "
+        .. "restore, sleep%)$", lines[1])
+    end)
+  end)
+
+  it("sleep = false: off (setup option), nothing reported", function()
+    if not skip_unless_available() then return end
+    with_setup("{ sleep = false }", function(wm)
+      assert.equal(0, #errors_of(wm))
+      local status = wm:client([[return require("clua.awesome").status()]])
+      assert.equal("sleep: off (setup option)", line_of(status, "sleep: "))
+    end)
+  end)
+
+  -- After a resume clua.awesome repaints every wibox whole (Awesome issue
+  -- 2470): checked with the function the resume runs, on a wibox whose
+  -- widget counts its draws.  A plain draw() repaints nothing (no part is
+  -- dirty): the count moves only for a complete repaint.
+  it("the resume's redraw repaints every wibox whole", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      local function draws() return wm:client("return clua_spec.draws") end
+      shell.wait_for("the first draw of the wibox", 10, function() return draws() > 0 end)
+      local before = draws()
+      wm:client("clua_spec.box:draw()")
+      shell.sleep(0.3)
+      assert.equal(before, draws())
+      wm:client([[require("clua.awesome")._state.sleep.redraw()]])
+      shell.wait_for("the wibox to be repainted", 10, function() return draws() > before end)
+      assert.equal(0, #errors_of(wm))
+    end, [[
+      require("awful")
+      local wibox = require("wibox")
+      clua_spec.draws = 0
+      local w = require("wibox.widget.base").make_widget()
+      function w.fit() return 50, 10 end
+      function w.draw() clua_spec.draws = clua_spec.draws + 1 end
+      clua_spec.box = wibox { visible = true, x = 0, y = 0, width = 50, height = 10,
+                              widget = w }
+    ]])
+  end)
+
+  it("without logind on the system bus: status() says why, nothing reported, "
+    .. "no inhibitor child", function()
+    if not skip_unless_available() then return end
+    with_setup('{ sleep = { locker = { "i3lock", "-n" } } }', function(wm)
+      local status = settled_status(wm)
+      assert.matches("^sleep: off %(no logind on the system bus: busctl exit %d+: .+%)$",
+        line_of(status, "sleep: ") or status)
+      assert.not_matches("nil", status)
+      assert.equal(0, #errors_of(wm))
+      -- Nothing of it left running: no systemd-inhibit, no locker.
+      local kids = wm:client([[
+        local names = {}
+        for _, pid in ipairs(require("clua").children() or {}) do
+          local f = io.open("/proc/" .. pid .. "/comm")
+          if f then names[#names + 1] = f:read("*l"); f:close() end
+        end
+        return table.concat(names, " ")
+      ]])
+      assert.not_matches("systemd%-inhibit", kids)
+      assert.not_matches("i3lock", kids)
+      others_run(wm)
+    end)
+  end)
+end)
