@@ -24,11 +24,13 @@ end
 
 -- clua: adopt orphans, follow wall-clock changes, feed the systemd
 -- watchdog, interrupt runaway Lua after 10 s, start each application in a
--- systemd scope of its own and put every window back after a restart.
--- Before the widgets are built, so every textclock is refreshed on a clock
--- change, and before anything is launched.
+-- systemd scope of its own, put every window back after a restart, and
+-- start the user's sleep.target before every suspend (with a screen
+-- locker installed, `sleep = { locker = { "i3lock", "-n" } }` also locks
+-- the screen first).  Before the widgets are built, so every textclock is
+-- refreshed on a clock change, and before anything is launched.
 require("clua.awesome").setup { subreaper = true, clock = true, watchdog = true, stall = 10,
-                                scopes = true, restore = true }
+                                scopes = true, restore = true, sleep = true }
 
 awesome.connect_signal("clua::clock_changed", function(change)
     if change.suspended > 1 then

@@ -2,11 +2,17 @@
 -- can run it: a real, headless Awesome under Xvfb, with no logind and no
 -- system bus.  Its option is checked like the others (a bad one is
 -- reported in one line and turns off this feature alone), and status()
--- says why it is off.  What it does with a real logind (suspend, lock,
--- the inhibitor) is tested inside the booted container of
--- `make check-login`.
+-- says why it is off.  The parts that need no logind run through the
+-- feature's own functions (`_state.sleep`), against the real X server and
+-- the real systemd-inhibit: the repaint after resume, Awesome's keyboard
+-- grab let go before the locker, a refused inhibitor.  What it does with a
+-- real logind (suspend, lock, the inhibitor held) is tested inside the
+-- booted container of `make check-login`.
 local harness = require("support.awesome")
 local shell = require("support.shell")
+
+local root = os.getenv("CLUA_ROOT") or "."
+local tools = os.getenv("CLUA_TOOLS") or (root .. "/build/tools")
 
 local function skip_unless_available()
   local ok, why = harness.available()
@@ -94,7 +100,7 @@ local BAD = {
     "^sleep: off %(bad option sleep%.lockr %(unknown key%), " },
 }
 
-describe("clua.awesome sleep option #integration", function()
+describe("clua.awesome sleep, without logind #integration", function()
   for _, case in ipairs(BAD) do
     local options, reported, status_line = case[1], case[2], case[3]
     it(options .. ": one line, sleep off, every other feature on", function()
@@ -156,6 +162,74 @@ describe("clua.awesome sleep option #integration", function()
       clua_spec.box = wibox { visible = true, x = 0, y = 0, width = 50, height = 10,
                               widget = w }
     ]])
+  end)
+
+  -- Before it starts the locker, clua.awesome lets go of Awesome's own
+  -- keyboard grab (an open prompt or menu): the locker could not grab,
+  -- and clua-grabwait would see Awesome's grab as the locker's.  Checked
+  -- with the function it calls, against the real X server: the keyboard
+  -- is free after it, and awful.keygrabber still grabs afterwards.
+  it("lets go of Awesome's keyboard grab before the locker, and awful grabs again after",
+    function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      local function grabbed()
+        local _, out, rc = shell.run(wm:envprefix() .. shell.quote(tools .. "/clua-grabwait")
+          .. " 0 2>&1", { timeout = 10 })
+        assert(rc == 0 or rc == 1, out)
+        return rc == 0
+      end
+      wm:client([[require("awful.keygrabber").run(function() end)]])
+      assert.is_true(wm:client("return keygrabber.isrunning()"))
+      assert.is_true(grabbed())
+      wm:client([[require("clua.awesome")._state.sleep.drop_awesome_grabs()]])
+      assert.is_false(wm:client("return keygrabber.isrunning()"))
+      assert.is_false(grabbed())
+      wm:client([[clua_spec.g = require("awful.keygrabber").run(function() end)]])
+      assert.is_true(wm:client("return keygrabber.isrunning()"))
+      assert.is_true(grabbed())
+      wm:client([[require("awful.keygrabber").stop(clua_spec.g)]])
+      assert.equal(0, #errors_of(wm))
+    end, [[require("awful")]])
+  end)
+
+  -- logind names session "2" /org/freedesktop/login1/session/_32 (sd-bus
+  -- escapes every byte but [A-Za-z0-9], and a leading digit): the path
+  -- whose Lock and Unlock clua follows.
+  it("follows the D-Bus object path logind gives the session", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      assert.equal("_32 c1 _31_2d_5f c_2e4 _32a", wm:client([[
+        local s = require("clua.awesome")._state.sleep
+        local t = {}
+        for _, id in ipairs { "2", "c1", "1-_", "c.4", "2a" } do
+          t[#t + 1] = (s.session_object(id):match("/session/(.*)$"))
+        end
+        return table.concat(t, " ")
+      ]]))
+    end)
+  end)
+
+  -- The inhibitor's child, when logind refuses it (here: no system bus at
+  -- all, the real systemd-inhibit fails): reported once each, with
+  -- systemd-inhibit's own message, and no fd left behind in Awesome.
+  it("a refused inhibitor is reported with systemd-inhibit's message and leaves no fd", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      settled_status(wm)
+      local before = harness.fd_count(wm:pid())
+      for _ = 1, 3 do
+        wm:client([[require("clua.awesome")._state.sleep.take_inhibitor()]])
+      end
+      shell.wait_for("three reports", 10, function() return #errors_of(wm) == 3 end)
+      for _, line in ipairs(errors_of(wm)) do
+        assert.matches("^clua%.awesome: sleep: the delay inhibitor is gone %(systemd%-inhibit "
+          .. "exit 1: .+%); a suspend no longer waits for the locker and sleep%.target$", line)
+      end
+      shell.sleep(0.5)
+      assert.equal(before, harness.fd_count(wm:pid()))
+      assert.is_nil(wm:client([[return require("clua.awesome")._state.sleep.inhibitor]]))
+    end)
   end)
 
   it("without logind on the system bus: status() says why, nothing reported, "

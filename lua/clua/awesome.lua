@@ -1345,6 +1345,7 @@ local sleep = {
     tools = {},         -- program name -> path
     delay = nil,        -- InhibitDelayMaxUSec in seconds
     delay_error = nil,  -- why it is unknown
+    ask_timer = nil,    -- bounds the wait for logind's first answer
     user_manager = false, -- a systemd user manager runs: sleep.target is driven
     session_path = nil, -- Awesome's own logind session, when known
     lock_why = "logind not asked yet", -- why Lock/Unlock are not followed
@@ -1423,16 +1424,17 @@ local function ended(reason, code)
     return tostring(reason) .. " " .. tostring(code)
 end
 
--- Closes our end of a pipe to a child.  GLib.close exists from GLib 2.36;
--- a Gio stream owning the fd closes it elsewhere.
+-- Closes our end of a pipe to a child, once.  GLib.close (g_close, GLib
+-- >= 2.36, checked with lgi 0.9.2 and GLib 2.74) where lgi can call it,
+-- else a Gio stream that owns the fd.  A close that ran and failed is not
+-- tried again another way: the number may already name someone else's fd
+-- (Linux frees it even when close fails).
 local function close_fd(fd)
-    local GLib = lgi.GLib
-    if GLib.close then
-        local ok, res = pcall(GLib.close, fd)
-        if ok and res ~= false then return true end
+    if lgi.GLib.close then
+        local called, closed = pcall(lgi.GLib.close, fd)
+        if called then return closed end
     end
-    local ok = pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
-    return ok
+    return pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
 end
 
 -- Reads a child's stderr pipe `fd` to its end, keeping its last line in
@@ -1468,6 +1470,7 @@ function sleep.take_inhibitor()
     }, false, true, false, true, function(reason, code)
         inh.exit = ended(reason, code)
         if sleep.inhibitor == inh then sleep.inhibitor = nil end
+        sleep.close_stdin(inh)
         protected_call(inhibitor_lost, inh)
     end)
     if type(pid) ~= "number" then
@@ -1488,26 +1491,44 @@ function sleep.take_inhibitor()
     end
 end
 
+-- Our end of an inhibitor child's stdin, closed once: to release it, or
+-- once the child is gone.
+function sleep.close_stdin(inh)
+    if inh.stdin and not inh.closed then
+        inh.closed = true
+        close_fd(inh.stdin)
+    end
+end
+
 -- Lets logind go on: our end of cat's stdin is closed.
 function sleep.release_inhibitor()
     local inh = sleep.inhibitor
     if not inh then return end
     sleep.inhibitor = nil
     inh.released = true
-    if inh.stdin then close_fd(inh.stdin) end
+    sleep.close_stdin(inh)
 end
 
 -- The locker ------------------------------------------------------------
 
 -- Lets go of Awesome's own keyboard and pointer grabs (an awful.prompt, a
--- menu, a mouse drag): the locker could not take the keyboard, and
--- clua-grabwait would take Awesome's grab for the locker's.
-local function drop_awesome_grabs()
-    for _, grabber in ipairs { capi.keygrabber, capi.mousegrabber } do
-        if grabber and grabber.isrunning and grabber.isrunning() then
-            protected_call(grabber.stop)
+-- menu, a mouse drag): the locker could not take the keyboard (i3lock
+-- gives up), and clua-grabwait would take Awesome's grab for the locker's.
+-- awful.keygrabber keeps a stack of grabbers over the one C grab: each is
+-- stopped through it (a C stop alone would leave awful thinking it still
+-- grabs, and no prompt would grab again); what is left was started with
+-- the C API, and is stopped there.
+function sleep.drop_awesome_grabs()
+    local keygrabber, mousegrabber = capi.keygrabber, capi.mousegrabber
+    if keygrabber and keygrabber.isrunning() then
+        local ok, awful_keygrabber = pcall(require, "awful.keygrabber")
+        for _ = 1, 100 do
+            if not (ok and keygrabber.isrunning()) then break end
+            protected_call(awful_keygrabber.stop)
         end
+        if keygrabber.isrunning() then protected_call(keygrabber.stop) end
     end
+    if mousegrabber and mousegrabber.isrunning() then protected_call(mousegrabber.stop) end
 end
 
 -- The locker we started has ended: `reason`, `code` as awesome.spawn says.
@@ -1541,7 +1562,7 @@ end
 -- runs wait for it: however many Lock signals, one locker.
 function sleep.ensure_locker(done)
     if sleep.locker_pid then return done(true) end
-    drop_awesome_grabs()
+    sleep.drop_awesome_grabs()
     local grabwait = sleep.tools["clua-grabwait"]
     if not grabwait then return done(spawn_locker()) end
     if sleep.locker_waiters then
@@ -1766,12 +1787,19 @@ function sleep.follow()
 end
 
 -- InhibitDelayMaxUSec, read once: busctl's answer ("t 5000000") says
--- whether logind answers on the system bus at all.
+-- whether logind answers on the system bus at all.  busctl's own limit
+-- covers the call; ASK_LIMIT covers the rest (a bus that accepts the
+-- connection and never answers): busctl is then killed and the feature
+-- is off, saying so.
+sleep.ASK_LIMIT = 10
+
 function sleep.ask_logind()
-    require("awful.spawn").easy_async({ sleep.tools.busctl, "--system", "--timeout=5",
+    local pid = require("awful.spawn").easy_async({ sleep.tools.busctl, "--system", "--timeout=5",
         "get-property", sleep.LOGIND, "/org/freedesktop/login1", sleep.MANAGER,
         "InhibitDelayMaxUSec" }, function(stdout, stderr, reason, code)
             if sleep.state ~= "asking" then return end
+            -- No wake-up left behind once busctl answered.
+            if sleep.ask_timer then sleep.ask_timer:stop() end
             if reason ~= "exit" or code ~= 0 then
                 sleep.state = "off"
                 sleep.why_off = "no logind on the system bus: busctl " .. ended(reason, code) ..
@@ -1786,6 +1814,19 @@ function sleep.ask_logind()
             end
             protected_call(sleep.follow)
         end)
+    if type(pid) ~= "number" then
+        sleep.state, sleep.why_off = "off", "busctl could not start: " .. one_line(pid)
+        return
+    end
+    sleep.ask_timer = gtimer.start_new(sleep.ASK_LIMIT, function()
+        if sleep.state == "asking" then
+            sleep.state = "off"
+            sleep.why_off = "logind did not answer on the system bus within " ..
+                sleep.ASK_LIMIT .. " s"
+            capi.awesome.kill(pid, 15)
+        end
+        return false
+    end)
 end
 
 function sleep.start(opts)
@@ -1829,7 +1870,8 @@ function sleep.status()
                 (sleep.inhibitor_error and (", last error: " .. sleep.inhibitor_error) or ""))) ..
         ", " .. (not sleep.locker and "no locker"
             or ("locker " .. sleep.locker[1] .. (sleep.locker_pid
-                and (" running (pid " .. sleep.locker_pid .. ")") or " not running"))) ..
+                and (" running (pid " .. sleep.locker_pid .. ")") or " not running") ..
+                " (" .. sleep.locker_failures .. " failures)")) ..
         ", " .. sleep.suspends .. " suspends seen, " .. sleep.resumes .. " resumes, " ..
         sleep.late .. " let go by the deadline" ..
         (sleep.last_took and string.format(" (last held %.3f s)", sleep.last_took) or "") ..
