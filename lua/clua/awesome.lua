@@ -1508,6 +1508,22 @@ local function ended(reason, code)
     return tostring(reason) .. " " .. tostring(code)
 end
 
+-- A Gio stream owning the Unix fd `fd`; `kind` "Input" or "Output".
+-- GLib 2.80 moved these classes to GioUnix (GioUnix.InputStream, ...),
+-- and testing's GLib (2.90) no longer has the old Gio.UnixInputStream
+-- names; GLib 2.74 (Debian 12) has only those.
+local function unix_stream(kind, fd)
+    local class = lgi.Gio["Unix" .. kind .. "Stream"]
+    if not class then
+        local ok, GioUnix = pcall(lgi.require, "GioUnix")
+        class = ok and GioUnix and GioUnix[kind .. "Stream"]
+    end
+    if not class then
+        error("neither Gio.Unix" .. kind .. "Stream nor GioUnix." .. kind .. "Stream exists")
+    end
+    return class.new(fd, true)
+end
+
 -- Closes our end of a pipe to a child, once.  GLib.close (g_close, GLib
 -- >= 2.36, checked with lgi 0.9.2 and GLib 2.74) where lgi can call it,
 -- else a Gio stream that owns the fd.  A close that ran and failed is not
@@ -1518,13 +1534,13 @@ local function close_fd(fd)
         local called, closed = pcall(lgi.GLib.close, fd)
         if called then return closed end
     end
-    return pcall(function() lgi.Gio.UnixOutputStream.new(fd, true):close() end)
+    return pcall(function() unix_stream("Output", fd):close() end)
 end
 
 -- Reads a child's stderr pipe `fd` to its end, keeping its last line in
 -- `into.err`; `done()` at the end.
 local function read_stderr(fd, into, done)
-    local stream = lgi.Gio.UnixInputStream.new(fd, true)
+    local stream = unix_stream("Input", fd)
     require("awful.spawn").read_lines(stream, function(line)
         if line ~= "" then into.err = line end
     end, done, true)
