@@ -210,6 +210,51 @@ describe("clua.awesome sleep, without logind #integration", function()
     end)
   end)
 
+  -- Awesome 4.3 keeps one handler per D-Bus interface.  A handler rc.lua
+  -- connects to logind's interfaces after setup() (a lock script written
+  -- for plain Awesome) still runs: clua's, connected at setup(), calls it.
+  -- Awesome dispatches by interface name on either bus, so a signal of
+  -- that interface sent on the session bus reaches both here.
+  it("shares logind's D-Bus interfaces with handlers rc.lua connects after setup()", function()
+    if not skip_unless_available() then return end
+    with_setup("{}", function(wm)
+      local connected = wm:client([[return tostring(clua_spec.connected)]])
+      assert.equal("true", connected)
+      local send = "timeout 10 dbus-send --session --type=signal /org/freedesktop/login1 "
+        .. "org.freedesktop.login1.Manager.PrepareForSleep boolean:"
+      assert(shell.run(wm:envprefix() .. send .. "true", 15))
+      assert(shell.run(wm:envprefix() .. send .. "false", 15))
+      shell.wait_for("rc.lua's handler to see both signals", 10, function()
+        return wm:client([[return #clua_spec.seen]]) == 2
+      end)
+      assert.equal("PrepareForSleep true,PrepareForSleep false",
+        wm:client([[return table.concat(clua_spec.seen, ",")]]))
+      -- Disconnected, it runs no more; clua's own stays.
+      wm:client([[dbus.disconnect_signal("org.freedesktop.login1.Manager", clua_spec.handler)]])
+      assert(shell.run(wm:envprefix() .. send .. "true", 15))
+      assert(shell.run(wm:envprefix() .. "timeout 10 dbus-send --session --type=signal "
+        .. "/clua org.clua.Spec.Done", 15))
+      shell.wait_for("the marker signal", 10, function()
+        return wm:client([[return clua_spec.done]]) == true
+      end)
+      assert.equal(2, wm:client([[return #clua_spec.seen]]))
+      assert.equal(0, #errors_of(wm))
+      others_run(wm)
+    end, [[
+      clua_spec.seen = {}
+      function clua_spec.handler(data, start)
+        if data.member == "PrepareForSleep" then
+          table.insert(clua_spec.seen, data.member .. " " .. tostring(start))
+        end
+      end
+      clua_spec.connected = dbus.connect_signal("org.freedesktop.login1.Manager",
+        clua_spec.handler)
+      dbus.add_match("session", "type='signal',interface='org.freedesktop.login1.Manager'")
+      dbus.connect_signal("org.clua.Spec", function() clua_spec.done = true end)
+      dbus.add_match("session", "type='signal',interface='org.clua.Spec'")
+    ]])
+  end)
+
   -- The inhibitor's child, when logind refuses it (here: no system bus at
   -- all, the real systemd-inhibit fails): reported once each, with
   -- systemd-inhibit's own message, and no fd left behind in Awesome.

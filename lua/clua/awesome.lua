@@ -121,10 +121,12 @@
 --   refreshed.  logind's `Lock` for Awesome's own session
 --   (`loginctl lock-session`, `HandleLidSwitch=lock`) starts the locker
 --   (once, however many) and emits `clua::lock`; `Unlock` emits
---   `clua::unlock`.  The four signals have no arguments.  clua takes
---   Awesome's D-Bus handlers for the interfaces
+--   `clua::unlock`.  The four signals have no arguments.  Awesome 4.3
+--   allows one D-Bus handler per interface: clua connects its own to
 --   `org.freedesktop.login1.Manager` and `org.freedesktop.login1.Session`
---   (Awesome 4.3 allows one each): connect to its signals instead.
+--   at setup(), and it calls every handler rc.lua connects to them after
+--   setup() too (a lock script written for plain Awesome keeps working);
+--   one connected before setup() turns the feature off, saying so.
 --
 -- Signals, on the `awesome` object:
 --
@@ -1431,7 +1433,10 @@ local sleep = {
     delay_error = nil,  -- why it is unknown
     ask_timer = nil,    -- bounds the wait for logind's first answer
     user_manager = false, -- a systemd user manager runs: sleep.target is driven
-    session_path = nil, -- Awesome's own logind session, when known
+    session_path = nil, -- Awesome's own logind session, when followed
+    session_connected = nil, -- its path, once our handler holds the Session interface
+    manager_refused = nil, -- why Awesome refused our Manager handler
+    dbus_shared = false, -- dbus.connect_signal/disconnect_signal wrapped
     lock_why = "logind not asked yet", -- why Lock/Unlock are not followed
     inhibitor = nil,    -- { pid, stdin, err } while held (or asked for)
     inhibitor_error = nil, -- why the last one ended when not released by us
@@ -1821,7 +1826,8 @@ end
 -- D-Bus --------------------------------------------------------------------
 
 local function on_manager(data, start)
-    if type(data) ~= "table" or data.member ~= "PrepareForSleep" or data.bus ~= "system" then
+    if sleep.state ~= "on" or type(data) ~= "table" or data.member ~= "PrepareForSleep"
+        or data.bus ~= "system" then
         return
     end
     if start == true then
@@ -1851,37 +1857,94 @@ local function on_session(data)
     end
 end
 
--- logind answered: follow its signals and take the inhibitor.
--- Awesome 4.3 keeps one handler per D-Bus interface: when rc.lua (or a
--- library) connected one to logind's first, ours is refused, and the
--- feature fails rather than hold an inhibitor nobody releases at the
--- right moment.
-function sleep.follow()
-    local sender = "type='signal',sender='" .. sleep.LOGIND .. "',"
-    local ok, msg = capi.dbus.connect_signal(sleep.MANAGER, on_manager)
-    if not ok then
-        sleep.state = "failed"
-        return failed(sleep, "sleep: dbus.connect_signal", (msg or "refused") ..
-            " (something else in rc.lua follows logind's PrepareForSleep: " ..
-            "connect it to clua::sleep and clua::resumed instead)")
+-- Awesome 4.3 keeps one handler per D-Bus interface, and refuses a second
+-- with a warning.  So that rc.lua may still follow logind itself after
+-- setup() (a lock script written for plain Awesome), the handler clua
+-- connects calls, after its own, every handler connected later to the same
+-- interface: dbus.connect_signal and dbus.disconnect_signal keep those in
+-- a list of clua's for the interfaces it holds, and pass every other call
+-- on unchanged.  Each runs protected: one that fails stops no other.
+local shared_dbus = {}      -- interface -> the handlers connected after clua's
+
+local function share_dbus_calls()
+    if sleep.dbus_shared then return end
+    sleep.dbus_shared = true
+    local dbus = capi.dbus
+    local connect, disconnect = dbus.connect_signal, dbus.disconnect_signal
+    dbus.connect_signal = function(name, fn, ...)
+        local others = shared_dbus[name]
+        if not (others and type(fn) == "function") then return connect(name, fn, ...) end
+        others[#others + 1] = fn
+        return true
     end
-    sleep.state = "on"
-    capi.dbus.add_match("system", sender .. "interface='" .. sleep.MANAGER ..
-        "',member='PrepareForSleep',path='/org/freedesktop/login1'")
+    dbus.disconnect_signal = function(name, fn, ...)
+        local others = shared_dbus[name]
+        if others then
+            for i = #others, 1, -1 do
+                if others[i] == fn then table.remove(others, i) return end
+            end
+        end
+        return disconnect(name, fn, ...)
+    end
+end
+
+-- Connects `ours` to D-Bus interface `name` as Awesome's one handler,
+-- sharing it with those connected later.  true, or nil and Awesome's
+-- message when rc.lua connected one first.
+local function connect_shared(name, ours)
+    share_dbus_calls()
+    local others = {}
+    local ok, msg = capi.dbus.connect_signal(name, function(data, ...)
+        protected_call(ours, data, ...)
+        for _, fn in ipairs({ unpack(others) }) do
+            protected_call(fn, data, ...)
+        end
+    end)
+    if ok then shared_dbus[name] = others end
+    return ok, msg
+end
+
+-- Connects clua's handlers to logind's interfaces at setup(), before the
+-- rest of rc.lua runs, so that a handler rc.lua connects to them afterwards
+-- is shared, not refused.  When rc.lua (or a library) connected one
+-- before setup(), Awesome refuses ours: the feature then fails once logind
+-- answers, rather than hold an inhibitor nobody releases at the right
+-- moment.
+function sleep.connect()
+    local ok, msg = connect_shared(sleep.MANAGER, on_manager)
+    if not ok then sleep.manager_refused = one_line(msg or "refused") end
     local id = os.getenv("XDG_SESSION_ID")
     if not id or id == "" then
         sleep.lock_why = "no XDG_SESSION_ID in Awesome's environment"
+        return
+    end
+    ok, msg = connect_shared(sleep.SESSION, on_session)
+    if ok then
+        sleep.session_connected = sleep.session_object(id)
     else
-        ok, msg = capi.dbus.connect_signal(sleep.SESSION, on_session)
-        if ok then
-            sleep.session_path = sleep.session_object(id)
-            capi.dbus.add_match("system", sender .. "interface='" .. sleep.SESSION ..
-                "',path='" .. sleep.session_path .. "'")
-        else
-            sleep.lock_why = "dbus.connect_signal: " .. one_line(msg or "refused")
-            report("sleep: Lock/Unlock not followed: " .. sleep.lock_why ..
-                " (something else in rc.lua follows logind's sessions)")
-        end
+        sleep.lock_why = "dbus.connect_signal: " .. one_line(msg or "refused")
+    end
+end
+
+-- logind answered: follow its signals and take the inhibitor.
+function sleep.follow()
+    if sleep.manager_refused then
+        sleep.state = "failed"
+        return failed(sleep, "sleep: dbus.connect_signal", sleep.manager_refused ..
+            " (rc.lua follows logind's PrepareForSleep before setup(): connect it " ..
+            "after setup(), or to clua::sleep and clua::resumed)")
+    end
+    local sender = "type='signal',sender='" .. sleep.LOGIND .. "',"
+    sleep.state = "on"
+    capi.dbus.add_match("system", sender .. "interface='" .. sleep.MANAGER ..
+        "',member='PrepareForSleep',path='/org/freedesktop/login1'")
+    if sleep.session_connected then
+        sleep.session_path = sleep.session_connected
+        capi.dbus.add_match("system", sender .. "interface='" .. sleep.SESSION ..
+            "',path='" .. sleep.session_path .. "'")
+    elseif sleep.lock_why:match("^dbus") then
+        report("sleep: Lock/Unlock not followed: " .. sleep.lock_why ..
+            " (rc.lua follows logind's sessions before setup())")
     end
     sleep.take_inhibitor()
 end
@@ -1944,6 +2007,7 @@ function sleep.start(opts)
         end
     end
     sleep.user_manager = user_manager_runs()
+    sleep.connect()
     sleep.state = "asking"
     sleep.ask_logind()
 end
