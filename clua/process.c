@@ -233,6 +233,23 @@ static int l_getsubreap(lua_State *L)
 	return 1;
 }
 
+/* Reaps one exited child of `idtype`/`id` without blocking, and pushes
+ * what reap() returns: its status, nil while none has exited, or nil,
+ * message, errno. */
+static int push_reaped(lua_State *L, idtype_t idtype, pid_t id)
+{
+	siginfo_t info;
+	int err = wait_child(idtype, id, &info, WEXITED | WNOHANG);
+
+	if (err != 0)
+		return clua_pusherror(L, "waitid", err);
+	if (info.si_pid == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	return push_status(L, &info);
+}
+
 /***
  * Reap one exited child, without blocking.
  * @function reap
@@ -254,18 +271,9 @@ static int l_getsubreap(lua_State *L)
 static int l_reap(lua_State *L)
 {
 	pid_t pid = (pid_t)clua_optinteger(L, 1, 1, INT_MAX, 0);
-	siginfo_t info;
-	int err;
 
 	clua_checknargs(L, 1);
-	err = wait_child(pid > 0 ? P_PID : P_ALL, pid, &info, WEXITED | WNOHANG);
-	if (err != 0)
-		return clua_pusherror(L, "waitid", err);
-	if (info.si_pid == 0) {
-		lua_pushnil(L);
-		return 1;
-	}
-	return push_status(L, &info);
+	return push_reaped(L, pid > 0 ? P_PID : P_ALL, pid);
 }
 
 /* Pushes the registry's table of zombies seen by sweep(). */
@@ -734,18 +742,9 @@ static int l_childwatch_pid(lua_State *L)
 static int l_childwatch_reap(lua_State *L)
 {
 	struct childwatch *w = check_open_childwatch(L, 1);
-	siginfo_t info;
-	int err;
 
 	clua_checknargs(L, 1);
-	err = wait_child(P_PIDFD, (pid_t)w->fd, &info, WEXITED | WNOHANG);
-	if (err != 0)
-		return clua_pusherror(L, "waitid", err);
-	if (info.si_pid == 0) {
-		lua_pushnil(L);
-		return 1;
-	}
-	return push_status(L, &info);
+	return push_reaped(L, P_PIDFD, (pid_t)w->fd);
 }
 
 /* The pidfd turned readable: the process has exited. */
