@@ -23,20 +23,6 @@ local function with_awesome(args, fn)
   return a, b
 end
 
--- An rc.lua that records every debug::error from the start, runs `before`
--- (Lua), calls setup with `options` (Lua text), then records that it went
--- on.
-local function options_rc(options, before)
-  return harness.rc(([[
-    clua_spec = { errors = {} }
-    awesome.connect_signal("debug::error", function(msg)
-      table.insert(clua_spec.errors, tostring(msg))
-    end)
-    %s
-    clua_spec.returned = require("clua.awesome").setup(%s)
-    clua_spec.after = true
-  ]]):format(before or "", options))
-end
 
 -- What each feature's status line must say when it runs (outside a user
 -- manager, where scopes say why they cannot).
@@ -57,7 +43,7 @@ local RUNNING = {
 -- the others; no "nil" anywhere.
 local function check_setup(options, reported, expect, before)
   if not skip_unless_available() then return end
-  return with_awesome({ rc = options_rc(options, before) }, function(wm)
+  return with_awesome({ rc = harness.setup_rc(options, before) }, function(wm)
     assert.is_true(wm:client("return clua_spec.after"), "rc.lua did not go on after setup()")
     assert.is_true(wm:client("return clua_spec.returned"))
     local errors = wm:client("return table.concat(clua_spec.errors, '\\n')")
@@ -171,7 +157,7 @@ describe("clua.awesome.setup with a feature that cannot start #integration", fun
     if not skip_unless_available() then return end
     -- Another stall guard already runs (one per process), and the place
     -- property is taken, with another type, by something else in rc.lua.
-    local rc = options_rc("{}", [[
+    local rc = harness.setup_rc("{}", [[
       clua_spec.guard = require("clua").stallguard(3600)
       awesome.register_xproperty("clua.awesome.place", "string")
     ]])

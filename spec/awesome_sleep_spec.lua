@@ -23,15 +23,7 @@ end
 -- Starts Awesome whose rc.lua records every debug::error, calls
 -- setup(`options`) and runs `after` (Lua), runs fn(wm), stops it.
 local function with_setup(options, fn, after)
-  local wm = assert(harness.start { rc = harness.rc(([[
-    clua_spec = { errors = {} }
-    awesome.connect_signal("debug::error", function(msg)
-      table.insert(clua_spec.errors, tostring(msg))
-    end)
-    clua_spec.returned = require("clua.awesome").setup(%s)
-    clua_spec.after = true
-    %s
-  ]]):format(options, after or "")) })
+  local wm = assert(harness.start { rc = harness.setup_rc(options, nil, after) })
   local ok, err = pcall(fn, wm)
   wm:stop()
   if not ok then error(err, 0) end

@@ -84,6 +84,23 @@ function harness.rc(text)
   return path, dir
 end
 
+--- An rc.lua (its path) for the specs of setup(): it records every
+-- debug::error in `clua_spec.errors` from the start, runs `before` (Lua),
+-- calls `require("clua.awesome").setup(OPTIONS)` (`options`: Lua text) into
+-- `clua_spec.returned`, sets `clua_spec.after`, then runs `after` (Lua).
+function harness.setup_rc(options, before, after)
+  return harness.rc(([[
+    clua_spec = { errors = {} }
+    awesome.connect_signal("debug::error", function(msg)
+      table.insert(clua_spec.errors, tostring(msg))
+    end)
+    %s
+    clua_spec.returned = require("clua.awesome").setup(%s)
+    clua_spec.after = true
+    %s
+  ]]):format(before or "", options, after or ""))
+end
+
 -- /proc helpers (the spec process is root on the build machines, so it can
 -- read every process's fd table).
 
